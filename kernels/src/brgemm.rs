@@ -1,0 +1,831 @@
+//! Batch-reduce GEMM: describe once, get a kernel, run it many times.
+//!
+//! `C[m x n] (= or +=) sum_{i < count} A_i[m x k] * B_i[k x n]`, every matrix row-major with a
+//! leading dimension (the distance, in elements, between the starts of consecutive rows).
+//!
+//! * **f32**: A, B and C are `f32`; B is plain row-major, element `(kk, j)` at
+//!   `kk * ldb + j`.
+//! * **bf16**: A and B are `half::bf16` and products accumulate in f32; C is `f32`, or `bf16`
+//!   rounded to nearest even when stored. B is in **VNNI-2** layout `[ceil(k/2)][ldb][2]`:
+//!   element `(kk, j)` at `(kk / 2) * 2 * ldb + 2 * j + kk % 2`, so one 32-bit lane holds the
+//!   pair of consecutive k that `vdpbf16ps` consumes. For odd `k` the second half of the last
+//!   pair is padding (its value is never used). [`crate::vnni`] packs and unpacks it. Every ISA
+//!   uses this layout for bf16, so packed data does not depend on the CPU.
+//!
+//! The batch of (A_i, B_i) pairs is given as base slices plus fixed strides
+//! ([`BatchKind::Strided`]), base slices plus per-pair offsets ([`BatchKind::Offsets`]), or an
+//! explicit list of slices ([`BatchKind::Slices`]). With `count == 0`, [`Accum::Replace`]
+//! writes zeros and [`Accum::Accumulate`] leaves C as it was.
+//!
+//! ```
+//! use dlrm_microkernels::{Accum, Batch, Brgemm, BrgemmDesc};
+//!
+//! // C[2x3] = A_0 B_0 + A_1 B_1 with A_i 2x2 and B_i 2x3, stored back to back.
+//! let desc = BrgemmDesc::f32(2, 3, 2); // tight strides, Accum::Replace
+//! let kernel = Brgemm::new(desc)?;
+//! let a = [1.0, 0.0, 0.0, 1.0, /* A_1 */ 2.0, 0.0, 0.0, 2.0];
+//! let b = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, /* B_1 */ 1.0, 1.0, 1.0, 1.0, 1.0, 1.0];
+//! let mut c = [f32::NAN; 6];
+//! kernel.run(Batch::strided(&a, &b, 2), &mut c)?;
+//! assert_eq!(c, [3.0, 4.0, 5.0, 6.0, 7.0, 8.0]);
+//! # Ok::<(), dlrm_microkernels::KernelError>(())
+//! ```
+
+use half::bf16;
+
+use crate::{DType, Element, Isa, KernelError, portable};
+
+/// Whether a kernel overwrites C or adds to it (instead of a `beta` float).
+///
+/// ```
+/// use dlrm_microkernels::Accum;
+/// assert_ne!(Accum::Replace, Accum::Accumulate);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Accum {
+    /// `C = sum`: C's previous contents are never read (NaN in C is harmless).
+    #[default]
+    Replace,
+    /// `C += sum`.
+    Accumulate,
+}
+
+/// How the (A_i, B_i) pairs of a batch are addressed.
+///
+/// ```
+/// use dlrm_microkernels::BatchKind;
+/// let kind = BatchKind::Strided { stride_a: 64 * 64, stride_b: 64 * 64 };
+/// assert_eq!(kind.name(), "strided");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BatchKind {
+    /// `A_i` starts at `i * stride_a` in one slice, `B_i` at `i * stride_b` in another.
+    Strided {
+        /// Elements between consecutive A matrices.
+        stride_a: usize,
+        /// Elements between consecutive B matrices.
+        stride_b: usize,
+    },
+    /// `A_i` starts at `a_offsets[i]`, `B_i` at `b_offsets[i]`.
+    Offsets,
+    /// `A_i` and `B_i` are the i-th slices of two lists.
+    Slices,
+}
+
+impl BatchKind {
+    /// Lower-case name, for messages.
+    ///
+    /// ```
+    /// assert_eq!(dlrm_microkernels::BatchKind::Slices.name(), "slices");
+    /// ```
+    pub fn name(&self) -> &'static str {
+        match self {
+            BatchKind::Strided { .. } => "strided",
+            BatchKind::Offsets => "offsets",
+            BatchKind::Slices => "slices",
+        }
+    }
+}
+
+/// The layout a kernel expects its B operand in.
+///
+/// ```
+/// use dlrm_microkernels::{BLayout, Brgemm, BrgemmDesc};
+/// let k = Brgemm::new(BrgemmDesc::bf16(16, 16, 16))?;
+/// assert_eq!(k.b_layout(), BLayout::Vnni2);
+/// # Ok::<(), dlrm_microkernels::KernelError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BLayout {
+    /// `B[kk][j]` at `kk * ldb + j`.
+    RowMajor,
+    /// `B[kk][j]` at `(kk / 2) * 2 * ldb + 2 * j + kk % 2` (see [`crate::vnni`]).
+    Vnni2,
+}
+
+/// Everything a BRGEMM kernel needs to know before it sees data.
+///
+/// Build one with [`BrgemmDesc::f32`] or [`BrgemmDesc::bf16`] (tight leading dimensions,
+/// back-to-back strided batch, [`Accum::Replace`]) and adjust the public fields.
+///
+/// ```
+/// use dlrm_microkernels::{Accum, BatchKind, BrgemmDesc, DType};
+///
+/// let mut d = BrgemmDesc::bf16(64, 64, 64);
+/// d.output = DType::Bf16;
+/// d.accum = Accum::Accumulate;
+/// d.batch = BatchKind::Offsets;
+/// assert_eq!(d.flops(16), 2 * 64 * 64 * 64 * 16);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BrgemmDesc {
+    /// Rows of A and C.
+    pub m: usize,
+    /// Columns of B and C.
+    pub n: usize,
+    /// Columns of A, rows of B: the reduced dimension.
+    pub k: usize,
+    /// Leading dimension of each A_i (at least `k`).
+    pub lda: usize,
+    /// Leading dimension of each B_i, in columns (at least `n`); see [`BLayout`].
+    pub ldb: usize,
+    /// Leading dimension of C (at least `n`).
+    pub ldc: usize,
+    /// Type of A and B.
+    pub input: DType,
+    /// Type of C (accumulation is always f32).
+    pub output: DType,
+    /// How the batch is addressed.
+    pub batch: BatchKind,
+    /// Overwrite or add to C.
+    pub accum: Accum,
+}
+
+impl BrgemmDesc {
+    /// An f32 descriptor with tight leading dimensions, a strided batch of back-to-back
+    /// matrices (`stride_a = m * k`, `stride_b = k * n`) and [`Accum::Replace`].
+    ///
+    /// ```
+    /// let d = dlrm_microkernels::BrgemmDesc::f32(4, 5, 6);
+    /// assert_eq!((d.lda, d.ldb, d.ldc), (6, 5, 5));
+    /// ```
+    pub fn f32(m: usize, n: usize, k: usize) -> Self {
+        BrgemmDesc {
+            m,
+            n,
+            k,
+            lda: k,
+            ldb: n,
+            ldc: n,
+            input: DType::F32,
+            output: DType::F32,
+            batch: BatchKind::Strided {
+                stride_a: m * k,
+                stride_b: k * n,
+            },
+            accum: Accum::Replace,
+        }
+    }
+
+    /// A bf16-input, f32-output descriptor, otherwise as [`BrgemmDesc::f32`]; B is VNNI-2, so
+    /// `stride_b = vnni::packed_len(k, n)`.
+    ///
+    /// ```
+    /// let d = dlrm_microkernels::BrgemmDesc::bf16(4, 5, 7);
+    /// assert_eq!(d.batch, dlrm_microkernels::BatchKind::Strided { stride_a: 28, stride_b: 40 });
+    /// ```
+    pub fn bf16(m: usize, n: usize, k: usize) -> Self {
+        BrgemmDesc {
+            input: DType::Bf16,
+            batch: BatchKind::Strided {
+                stride_a: m * k,
+                stride_b: crate::vnni::packed_len(k, n),
+            },
+            ..BrgemmDesc::f32(m, n, k)
+        }
+    }
+
+    /// Floating-point operations of one run over `count` pairs (`2 m n k count`).
+    ///
+    /// ```
+    /// assert_eq!(dlrm_microkernels::BrgemmDesc::f32(2, 3, 4).flops(5), 240);
+    /// ```
+    pub fn flops(&self, count: usize) -> u64 {
+        2 * self.m as u64 * self.n as u64 * self.k as u64 * count as u64
+    }
+
+    /// The B layout this descriptor implies: VNNI-2 for bf16 input, row-major for f32.
+    ///
+    /// ```
+    /// use dlrm_microkernels::{BLayout, BrgemmDesc};
+    /// assert_eq!(BrgemmDesc::f32(1, 1, 1).b_layout(), BLayout::RowMajor);
+    /// ```
+    pub fn b_layout(&self) -> BLayout {
+        match self.input {
+            DType::F32 => BLayout::RowMajor,
+            DType::Bf16 => BLayout::Vnni2,
+        }
+    }
+
+    /// Check the descriptor on its own (without data).
+    fn validate(&self) -> Result<(), KernelError> {
+        if self.input == DType::F32 && self.output == DType::Bf16 {
+            return Err(KernelError::UnsupportedTypes {
+                input: self.input.name(),
+                output: self.output.name(),
+            });
+        }
+        let checks = [
+            ("lda", self.lda, "k", self.k),
+            ("ldb", self.ldb, "n", self.n),
+            ("ldc", self.ldc, "n", self.n),
+        ];
+        for (name, value, min_name, min) in checks {
+            if value < min {
+                return Err(KernelError::LeadingDimension {
+                    name,
+                    value,
+                    min_name,
+                    min,
+                });
+            }
+        }
+        // Every extent must be computable; run() then only multiplies by the batch position.
+        self.extents()?;
+        Ok(())
+    }
+
+    /// Elements one A_i, one B_i and C span (0 where nothing is read).
+    fn extents(&self) -> Result<(usize, usize, usize), KernelError> {
+        let ovf = |what| KernelError::Overflow { what };
+        let (m, n, k) = (self.m, self.n, self.k);
+        let a = if m == 0 || k == 0 || n == 0 {
+            0
+        } else {
+            (m - 1)
+                .checked_mul(self.lda)
+                .and_then(|x| x.checked_add(k))
+                .ok_or(ovf("the extent of A"))?
+        };
+        let b = if m == 0 || k == 0 || n == 0 {
+            0
+        } else {
+            match self.b_layout() {
+                BLayout::RowMajor => (k - 1).checked_mul(self.ldb).and_then(|x| x.checked_add(n)),
+                BLayout::Vnni2 => (k.div_ceil(2) - 1)
+                    .checked_mul(2 * self.ldb)
+                    .and_then(|x| x.checked_add(2 * n)),
+            }
+            .ok_or(ovf("the extent of B"))?
+        };
+        let c = if m == 0 || n == 0 {
+            0
+        } else {
+            (m - 1)
+                .checked_mul(self.ldc)
+                .and_then(|x| x.checked_add(n))
+                .ok_or(ovf("the extent of C"))?
+        };
+        Ok((a, b, c))
+    }
+}
+
+/// The batch of (A_i, B_i) pairs handed to [`Brgemm::run`]; its kind must match the
+/// descriptor's [`BatchKind`].
+///
+/// ```
+/// use dlrm_microkernels::Batch;
+/// let a = [1.0f32; 8];
+/// let b = [1.0f32; 8];
+/// let batch = Batch::strided(&a, &b, 2);
+/// assert_eq!(batch.count(), 2);
+/// ```
+#[derive(Debug)]
+pub enum Batch<'a, T> {
+    /// `count` pairs at the descriptor's fixed strides.
+    Strided {
+        /// Holds every A_i.
+        a: &'a [T],
+        /// Holds every B_i.
+        b: &'a [T],
+        /// Number of pairs.
+        count: usize,
+    },
+    /// Pairs at per-pair offsets (both lists the same length, the count).
+    Offsets {
+        /// Holds every A_i.
+        a: &'a [T],
+        /// Holds every B_i.
+        b: &'a [T],
+        /// Start of each A_i in `a`.
+        a_offsets: &'a [usize],
+        /// Start of each B_i in `b`.
+        b_offsets: &'a [usize],
+    },
+    /// Explicit slices (both lists the same length, the count).
+    Slices {
+        /// A_i = `a[i]`.
+        a: &'a [&'a [T]],
+        /// B_i = `b[i]`.
+        b: &'a [&'a [T]],
+    },
+}
+
+impl<T> Clone for Batch<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Batch<'_, T> {}
+
+impl<'a, T> Batch<'a, T> {
+    /// A strided batch of `count` pairs.
+    ///
+    /// ```
+    /// let x = [0.0f32; 4];
+    /// assert_eq!(dlrm_microkernels::Batch::strided(&x, &x, 1).count(), 1);
+    /// ```
+    pub fn strided(a: &'a [T], b: &'a [T], count: usize) -> Self {
+        Batch::Strided { a, b, count }
+    }
+
+    /// A batch at per-pair offsets.
+    ///
+    /// ```
+    /// let x = [0.0f32; 4];
+    /// let b = dlrm_microkernels::Batch::offsets(&x, &x, &[0, 2], &[0, 2]);
+    /// assert_eq!(b.count(), 2);
+    /// ```
+    pub fn offsets(a: &'a [T], b: &'a [T], a_offsets: &'a [usize], b_offsets: &'a [usize]) -> Self {
+        Batch::Offsets {
+            a,
+            b,
+            a_offsets,
+            b_offsets,
+        }
+    }
+
+    /// A batch of explicit slices.
+    ///
+    /// ```
+    /// let x = [0.0f32; 4];
+    /// let list = [&x[..]];
+    /// let b = dlrm_microkernels::Batch::slices(&list, &list);
+    /// assert_eq!(b.count(), 1);
+    /// ```
+    pub fn slices(a: &'a [&'a [T]], b: &'a [&'a [T]]) -> Self {
+        Batch::Slices { a, b }
+    }
+
+    /// Number of pairs (for offsets and slices: the length of the A list).
+    ///
+    /// ```
+    /// let x = [0.0f32; 1];
+    /// assert_eq!(dlrm_microkernels::Batch::strided(&x, &x, 0).count(), 0);
+    /// ```
+    pub fn count(&self) -> usize {
+        match self {
+            Batch::Strided { count, .. } => *count,
+            Batch::Offsets { a_offsets, .. } => a_offsets.len(),
+            Batch::Slices { a, .. } => a.len(),
+        }
+    }
+
+    fn kind_name(&self) -> &'static str {
+        match self {
+            Batch::Strided { .. } => "strided",
+            Batch::Offsets { .. } => "offsets",
+            Batch::Slices { .. } => "slices",
+        }
+    }
+
+    /// The slices starting at A_i and B_i (valid after [`Brgemm::run`]'s checks).
+    pub(crate) fn pair(&self, i: usize, kind: BatchKind) -> (&'a [T], &'a [T]) {
+        match (*self, kind) {
+            (Batch::Strided { a, b, .. }, BatchKind::Strided { stride_a, stride_b }) => {
+                (&a[i * stride_a..], &b[i * stride_b..])
+            }
+            (
+                Batch::Offsets {
+                    a,
+                    b,
+                    a_offsets,
+                    b_offsets,
+                },
+                _,
+            ) => (&a[a_offsets[i]..], &b[b_offsets[i]..]),
+            (Batch::Slices { a, b }, _) => (a[i], b[i]),
+            _ => unreachable!("batch kind checked by Brgemm::run"),
+        }
+    }
+}
+
+/// The sizes a kernel body runs with (after validation).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Params {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub lda: usize,
+    pub ldb: usize,
+    pub ldc: usize,
+    pub count: usize,
+    pub accumulate: bool,
+}
+
+/// A validated batch as raw pointers, for the SIMD bodies.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) enum BatchPtrs<'a, T> {
+    Strided {
+        a: *const T,
+        b: *const T,
+        stride_a: usize,
+        stride_b: usize,
+    },
+    Offsets {
+        a: *const T,
+        b: *const T,
+        a_offsets: &'a [usize],
+        b_offsets: &'a [usize],
+    },
+    Slices {
+        a: &'a [&'a [T]],
+        b: &'a [&'a [T]],
+    },
+}
+
+impl<T> Clone for BatchPtrs<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for BatchPtrs<'_, T> {}
+
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+impl<'a, T> BatchPtrs<'a, T> {
+    fn new(batch: Batch<'a, T>, kind: BatchKind) -> Self {
+        match (batch, kind) {
+            (Batch::Strided { a, b, .. }, BatchKind::Strided { stride_a, stride_b }) => {
+                BatchPtrs::Strided {
+                    a: a.as_ptr(),
+                    b: b.as_ptr(),
+                    stride_a,
+                    stride_b,
+                }
+            }
+            (
+                Batch::Offsets {
+                    a,
+                    b,
+                    a_offsets,
+                    b_offsets,
+                },
+                _,
+            ) => BatchPtrs::Offsets {
+                a: a.as_ptr(),
+                b: b.as_ptr(),
+                a_offsets,
+                b_offsets,
+            },
+            (Batch::Slices { a, b }, _) => BatchPtrs::Slices { a, b },
+            _ => unreachable!("batch kind checked by Brgemm::run"),
+        }
+    }
+
+    /// Start of A_i and B_i.
+    ///
+    /// # Safety
+    ///
+    /// `i` must be below the batch count that `Brgemm::run` validated.
+    #[inline(always)]
+    pub(crate) unsafe fn get(&self, i: usize) -> (*const T, *const T) {
+        // SAFETY: i < count and every pair's extent was checked against its slice, so the
+        // offsets are in bounds of the allocations the pointers come from.
+        unsafe {
+            match *self {
+                BatchPtrs::Strided {
+                    a,
+                    b,
+                    stride_a,
+                    stride_b,
+                } => (a.add(i * stride_a), b.add(i * stride_b)),
+                BatchPtrs::Offsets {
+                    a,
+                    b,
+                    a_offsets,
+                    b_offsets,
+                } => (
+                    a.add(*a_offsets.get_unchecked(i)),
+                    b.add(*b_offsets.get_unchecked(i)),
+                ),
+                BatchPtrs::Slices { a, b } => {
+                    (a.get_unchecked(i).as_ptr(), b.get_unchecked(i).as_ptr())
+                }
+            }
+        }
+    }
+
+    /// Reinterpret the element type.
+    ///
+    /// # Safety
+    ///
+    /// `U` must be the same type as `T` (callers check `Element::DTYPE`).
+    unsafe fn cast<U>(self) -> BatchPtrs<'a, U> {
+        // SAFETY: T and U are the same type (caller), so the pointer and slice-of-slice
+        // reinterpretations are identities.
+        unsafe {
+            match self {
+                BatchPtrs::Strided {
+                    a,
+                    b,
+                    stride_a,
+                    stride_b,
+                } => BatchPtrs::Strided {
+                    a: a.cast(),
+                    b: b.cast(),
+                    stride_a,
+                    stride_b,
+                },
+                BatchPtrs::Offsets {
+                    a,
+                    b,
+                    a_offsets,
+                    b_offsets,
+                } => BatchPtrs::Offsets {
+                    a: a.cast(),
+                    b: b.cast(),
+                    a_offsets,
+                    b_offsets,
+                },
+                BatchPtrs::Slices { a, b } => BatchPtrs::Slices {
+                    a: &*(a as *const [&[T]] as *const [&[U]]),
+                    b: &*(b as *const [&[T]] as *const [&[U]]),
+                },
+            }
+        }
+    }
+}
+
+/// A BRGEMM kernel: a validated descriptor bound to an ISA. Cheap to copy and to run many
+/// times; thread-safe.
+///
+/// ```
+/// use dlrm_microkernels::{vnni, Batch, Brgemm, BrgemmDesc};
+/// use half::bf16;
+///
+/// // bf16 x bf16 -> f32, one pair, k odd: B is packed to VNNI-2 with zero padding.
+/// let (m, n, k) = (2, 2, 3);
+/// let a: Vec<bf16> = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0].map(bf16::from_f32).to_vec();
+/// let b_rows: Vec<bf16> = [1.0, 0.0, 0.0, 1.0, 1.0, 1.0].map(bf16::from_f32).to_vec();
+/// let mut b = vec![bf16::ZERO; vnni::packed_len(k, n)];
+/// vnni::pack(&b_rows, k, n, n, &mut b, n)?;
+/// let kernel = Brgemm::new(BrgemmDesc::bf16(m, n, k))?;
+/// let mut c = [0.0f32; 4];
+/// kernel.run(Batch::strided(&a, &b, 1), &mut c)?;
+/// assert_eq!(c, [4.0, 5.0, 10.0, 11.0]);
+/// # Ok::<(), dlrm_microkernels::KernelError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Brgemm {
+    desc: BrgemmDesc,
+    isa: Isa,
+}
+
+impl Brgemm {
+    /// A kernel for `desc` on the active ISA ([`Isa::active`]).
+    ///
+    /// # Errors
+    ///
+    /// [`KernelError::LeadingDimension`] when a leading dimension is too small,
+    /// [`KernelError::UnsupportedTypes`] for f32 input with bf16 output,
+    /// [`KernelError::Overflow`] for sizes that overflow, and the errors of [`Isa::active`].
+    ///
+    /// ```
+    /// let k = dlrm_microkernels::Brgemm::new(dlrm_microkernels::BrgemmDesc::f32(8, 8, 8))?;
+    /// assert_eq!(k.desc().m, 8);
+    /// # Ok::<(), dlrm_microkernels::KernelError>(())
+    /// ```
+    pub fn new(desc: BrgemmDesc) -> Result<Self, KernelError> {
+        Self::with_isa(desc, Isa::active()?)
+    }
+
+    /// A kernel for `desc` on a chosen ISA (tests and benchmarks use this to reach every path).
+    ///
+    /// # Errors
+    ///
+    /// As [`Brgemm::new`], and [`KernelError::IsaUnavailable`] when this CPU lacks `isa`.
+    ///
+    /// ```
+    /// use dlrm_microkernels::{Brgemm, BrgemmDesc, Isa};
+    /// let k = Brgemm::with_isa(BrgemmDesc::f32(8, 8, 8), Isa::Portable)?;
+    /// assert_eq!(k.isa(), Isa::Portable);
+    /// # Ok::<(), dlrm_microkernels::KernelError>(())
+    /// ```
+    pub fn with_isa(desc: BrgemmDesc, isa: Isa) -> Result<Self, KernelError> {
+        desc.validate()?;
+        Ok(Brgemm {
+            desc,
+            isa: isa.require()?,
+        })
+    }
+
+    /// The descriptor this kernel was built from.
+    ///
+    /// ```
+    /// let d = dlrm_microkernels::BrgemmDesc::f32(3, 4, 5);
+    /// assert_eq!(*dlrm_microkernels::Brgemm::new(d)?.desc(), d);
+    /// # Ok::<(), dlrm_microkernels::KernelError>(())
+    /// ```
+    pub fn desc(&self) -> &BrgemmDesc {
+        &self.desc
+    }
+
+    /// The ISA this kernel runs on.
+    ///
+    /// ```
+    /// let k = dlrm_microkernels::Brgemm::new(dlrm_microkernels::BrgemmDesc::f32(1, 1, 1))?;
+    /// assert!(k.isa().is_available());
+    /// # Ok::<(), dlrm_microkernels::KernelError>(())
+    /// ```
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// The layout this kernel expects B in: [`BLayout::Vnni2`] for bf16, row-major for f32.
+    ///
+    /// ```
+    /// use dlrm_microkernels::{BLayout, Brgemm, BrgemmDesc};
+    /// assert_eq!(Brgemm::new(BrgemmDesc::f32(1, 1, 1))?.b_layout(), BLayout::RowMajor);
+    /// # Ok::<(), dlrm_microkernels::KernelError>(())
+    /// ```
+    pub fn b_layout(&self) -> BLayout {
+        self.desc.b_layout()
+    }
+
+    /// Run the kernel: `C (=|+=) sum_i A_i B_i`.
+    ///
+    /// Every access is checked once per call, before anything is written.
+    ///
+    /// # Errors
+    ///
+    /// [`KernelError::TypeMismatch`] if `I`/`O` differ from the descriptor's types,
+    /// [`KernelError::BatchKindMismatch`] if the batch is of another kind,
+    /// [`KernelError::LengthMismatch`] if the A and B lists differ in length, and
+    /// [`KernelError::SliceTooShort`] (naming the operand and batch position) if an access
+    /// would fall outside its slice. On error C is untouched.
+    ///
+    /// ```
+    /// use dlrm_microkernels::{Batch, Brgemm, BrgemmDesc, KernelError};
+    /// let k = Brgemm::new(BrgemmDesc::f32(2, 2, 2))?;
+    /// let a = [1.0f32; 4];
+    /// let mut c = [0.0f32; 3]; // one short
+    /// let err = k.run(Batch::strided(&a, &a, 1), &mut c).unwrap_err();
+    /// assert_eq!(err.to_string(), "C slice too short: needs 4 elements, has 3");
+    /// # Ok::<(), KernelError>(())
+    /// ```
+    pub fn run<I: Element, O: Element>(
+        &self,
+        batch: Batch<'_, I>,
+        c: &mut [O],
+    ) -> Result<(), KernelError> {
+        let d = &self.desc;
+        if I::DTYPE != d.input {
+            return Err(KernelError::TypeMismatch {
+                operand: "A/B",
+                expected: d.input.name(),
+                got: I::DTYPE.name(),
+            });
+        }
+        if O::DTYPE != d.output {
+            return Err(KernelError::TypeMismatch {
+                operand: "C",
+                expected: d.output.name(),
+                got: O::DTYPE.name(),
+            });
+        }
+        let count = self.check_batch(&batch)?;
+        let (_, _, c_extent) = d.extents()?;
+        if c.len() < c_extent {
+            return Err(KernelError::SliceTooShort {
+                operand: "C",
+                batch_index: None,
+                needed: c_extent,
+                len: c.len(),
+            });
+        }
+        if d.m == 0 || d.n == 0 {
+            return Ok(());
+        }
+        let p = Params {
+            m: d.m,
+            n: d.n,
+            k: d.k,
+            lda: d.lda,
+            ldb: d.ldb,
+            ldc: d.ldc,
+            count: if d.k == 0 { 0 } else { count },
+            accumulate: d.accum == Accum::Accumulate,
+        };
+        match self.isa {
+            Isa::Portable => portable::brgemm(&p, &batch, d.batch, d.b_layout(), c),
+            #[cfg(target_arch = "x86_64")]
+            isa => {
+                let ptrs = BatchPtrs::new(batch, d.batch);
+                // SAFETY: `check_batch` and the C check above proved every access the
+                // descriptor implies lies inside its slice; `isa` was checked available when
+                // the kernel was built; the casts below are identities because I::DTYPE and
+                // O::DTYPE were compared with the descriptor's types.
+                unsafe {
+                    let cp = c.as_mut_ptr();
+                    match (d.input, d.output, isa) {
+                        (DType::F32, _, _) => {
+                            crate::avx512::brgemm_f32(&p, &ptrs.cast::<f32>(), cp.cast())
+                        }
+                        (DType::Bf16, DType::F32, Isa::Avx512) => {
+                            crate::avx512::brgemm_bf16_f32(&p, &ptrs.cast::<bf16>(), cp.cast())
+                        }
+                        (DType::Bf16, DType::Bf16, Isa::Avx512) => {
+                            crate::avx512::brgemm_bf16_bf16(&p, &ptrs.cast::<bf16>(), cp.cast())
+                        }
+                        (DType::Bf16, DType::F32, _) => {
+                            crate::avx512bf16::brgemm_bf16_f32(&p, &ptrs.cast::<bf16>(), cp.cast())
+                        }
+                        (DType::Bf16, DType::Bf16, _) => {
+                            crate::avx512bf16::brgemm_bf16_bf16(&p, &ptrs.cast::<bf16>(), cp.cast())
+                        }
+                    }
+                }
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => unreachable!("only the portable ISA exists off x86_64"),
+        }
+        Ok(())
+    }
+
+    /// Check the batch against the descriptor; returns the count.
+    fn check_batch<T>(&self, batch: &Batch<'_, T>) -> Result<usize, KernelError> {
+        let d = &self.desc;
+        let kind_ok = matches!(
+            (batch, d.batch),
+            (Batch::Strided { .. }, BatchKind::Strided { .. })
+                | (Batch::Offsets { .. }, BatchKind::Offsets)
+                | (Batch::Slices { .. }, BatchKind::Slices)
+        );
+        if !kind_ok {
+            return Err(KernelError::BatchKindMismatch {
+                expected: d.batch.name(),
+                got: batch.kind_name(),
+            });
+        }
+        let (a_ext, b_ext, _) = d.extents()?;
+        let fits = |operand, i, start: usize, ext: usize, len: usize| {
+            let needed = start.checked_add(ext).ok_or(KernelError::Overflow {
+                what: "a batch position's extent",
+            })?;
+            if ext > 0 && needed > len {
+                Err(KernelError::SliceTooShort {
+                    operand,
+                    batch_index: Some(i),
+                    needed,
+                    len,
+                })
+            } else {
+                Ok(())
+            }
+        };
+        match (*batch, d.batch) {
+            (Batch::Strided { a, b, count }, BatchKind::Strided { stride_a, stride_b }) => {
+                if count > 0 {
+                    let last = count - 1;
+                    let ovf = KernelError::Overflow {
+                        what: "the start of the last batch pair",
+                    };
+                    let sa = last.checked_mul(stride_a).ok_or(ovf.clone())?;
+                    let sb = last.checked_mul(stride_b).ok_or(ovf)?;
+                    fits("A", last, sa, a_ext, a.len())?;
+                    fits("B", last, sb, b_ext, b.len())?;
+                }
+                Ok(count)
+            }
+            (
+                Batch::Offsets {
+                    a,
+                    b,
+                    a_offsets,
+                    b_offsets,
+                },
+                _,
+            ) => {
+                if a_offsets.len() != b_offsets.len() {
+                    return Err(KernelError::LengthMismatch {
+                        what: "a_offsets and b_offsets",
+                        left: a_offsets.len(),
+                        right: b_offsets.len(),
+                    });
+                }
+                for (i, (&oa, &ob)) in a_offsets.iter().zip(b_offsets).enumerate() {
+                    fits("A", i, oa, a_ext, a.len())?;
+                    fits("B", i, ob, b_ext, b.len())?;
+                }
+                Ok(a_offsets.len())
+            }
+            (Batch::Slices { a, b }, _) => {
+                if a.len() != b.len() {
+                    return Err(KernelError::LengthMismatch {
+                        what: "the A and B slice lists",
+                        left: a.len(),
+                        right: b.len(),
+                    });
+                }
+                for (i, (ai, bi)) in a.iter().zip(b).enumerate() {
+                    fits("A", i, 0, a_ext, ai.len())?;
+                    fits("B", i, 0, b_ext, bi.len())?;
+                }
+                Ok(a.len())
+            }
+            _ => unreachable!("kind checked above"),
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! Microkernels for `dlrm-kernels`: batch-reduce GEMM (BRGEMM) with AVX-512 fp32,
+//! AVX512-BF16 and portable paths, and bf16 conversions for Split-SGD.
+//!
+//! This crate holds all the `unsafe` SIMD code of the project; everything above it is safe.
+//! Kernels follow one pattern: *describe once, get a kernel, run it many times*. A
+//! descriptor with named fields is validated when the kernel is built; `run` checks, once per
+//! call, that every access fits its slice, and returns an error before writing anything
+//! otherwise.
+//!
+//! # BRGEMM
+//!
+//! `C[m x n] (= or +=) sum_{i < count} A_i[m x k] * B_i[k x n]`, row-major with leading
+//! dimensions; f32 x f32 -> f32, bf16 x bf16 -> f32 and bf16 x bf16 -> bf16 (round to
+//! nearest even on store), accumulation always in f32. bf16 B is in VNNI-2 layout (see
+//! [`vnni`]). See [`brgemm`] for the batch kinds.
+//!
+//! # ISAs
+//!
+//! | [`Isa`] | needs | f32 | bf16 |
+//! |---|---|---|---|
+//! | `Portable` | any CPU | scalar/auto-vectorised | widened to f32 |
+//! | `Avx512` | AVX-512 F, BW, VL, DQ | zmm FMA, 6x64 register tile | widened to f32, 2 FMA per pair |
+//! | `Avx512Bf16` | + AVX512-BF16 | as `Avx512` | `vdpbf16ps`, 6x64 register tile |
+//!
+//! The best ISA is detected once and cached; `DLRM_ISA=portable|avx512|avx512bf16` forces a
+//! lower one, and [`Brgemm::with_isa`] picks one explicitly.
+//!
+//! ```
+//! use dlrm_microkernels::{Accum, Batch, Brgemm, BrgemmDesc, Isa};
+//!
+//! let (m, n, k, count) = (16, 16, 16, 4);
+//! let a = vec![1.0f32; m * k * count];
+//! let b = vec![0.5f32; k * n * count];
+//! let mut c = vec![0.0f32; m * n];
+//! for isa in Isa::available() {
+//!     let kernel = Brgemm::with_isa(BrgemmDesc::f32(m, n, k), isa)?;
+//!     kernel.run(Batch::strided(&a, &b, count), &mut c)?;
+//!     assert!(c.iter().all(|&x| x == 0.5 * (k * count) as f32));
+//! }
+//! # Ok::<(), dlrm_microkernels::KernelError>(())
+//! ```
+
+#![deny(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+#[cfg(feature = "baselines")]
+pub mod baselines;
+pub mod brgemm;
+pub mod convert;
+mod dtype;
+mod error;
+pub mod isa;
+pub mod peak;
+pub mod vnni;
+
+mod portable;
+
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod avx512bf16;
+#[cfg(target_arch = "x86_64")]
+mod microkernel;
+
+pub use brgemm::{Accum, BLayout, Batch, BatchKind, Brgemm, BrgemmDesc};
+pub use dtype::{DType, Element};
+pub use error::KernelError;
+pub use half::bf16;
+pub use isa::Isa;

@@ -1,0 +1,93 @@
+//! Portable kernels: plain safe Rust, any CPU. The reference every SIMD path is tested
+//! against besides the f64 oracle, and the fallback where AVX-512 is missing.
+
+use half::bf16;
+
+use crate::Element;
+use crate::brgemm::{BLayout, Batch, BatchKind, Params};
+
+/// Columns of C accumulated at once (a stack buffer, so no allocation per call).
+const COLS: usize = 64;
+
+/// Portable BRGEMM. Accumulates in f32, in the same order as the SIMD bodies (batch position,
+/// then k), so results differ from them only by FMA rounding.
+pub(crate) fn brgemm<I: Element, O: Element>(
+    p: &Params,
+    batch: &Batch<'_, I>,
+    kind: BatchKind,
+    layout: BLayout,
+    c: &mut [O],
+) {
+    let mut acc = [0f32; COLS];
+    for r in 0..p.m {
+        let mut col0 = 0;
+        while col0 < p.n {
+            let cols = (p.n - col0).min(COLS);
+            let acc = &mut acc[..cols];
+            let c_row = &mut c[r * p.ldc + col0..][..cols];
+            if p.accumulate {
+                for (x, y) in acc.iter_mut().zip(c_row.iter()) {
+                    *x = y.to_f32();
+                }
+            } else {
+                acc.fill(0.0);
+            }
+            for i in 0..p.count {
+                let (a, b) = batch.pair(i, kind);
+                let a_row = &a[r * p.lda..][..p.k];
+                for (kk, av) in a_row.iter().enumerate() {
+                    let av = av.to_f32();
+                    match layout {
+                        BLayout::RowMajor => {
+                            let b_row = &b[kk * p.ldb + col0..][..cols];
+                            for (x, bv) in acc.iter_mut().zip(b_row) {
+                                *x += av * bv.to_f32();
+                            }
+                        }
+                        BLayout::Vnni2 => {
+                            let base = (kk / 2) * 2 * p.ldb + 2 * col0 + kk % 2;
+                            let b_row = &b[base..base + 2 * cols - 1];
+                            for (x, bv) in acc.iter_mut().zip(b_row.iter().step_by(2)) {
+                                *x += av * bv.to_f32();
+                            }
+                        }
+                    }
+                }
+            }
+            for (y, x) in c_row.iter_mut().zip(acc.iter()) {
+                *y = O::from_f32(*x);
+            }
+            col0 += cols;
+        }
+    }
+}
+
+/// f32 -> bf16, round to nearest even (the same bits as `half::bf16::from_f32`).
+pub(crate) fn f32_to_bf16(src: &[f32], dst: &mut [bf16]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = bf16::from_f32(*s);
+    }
+}
+
+/// bf16 -> f32 (exact).
+pub(crate) fn bf16_to_f32(src: &[bf16], dst: &mut [f32]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = Element::to_f32(*s);
+    }
+}
+
+/// f32 -> (upper 16 bits as bf16, lower 16 bits): truncation, so the pair is lossless.
+pub(crate) fn split_f32(src: &[f32], hi: &mut [bf16], lo: &mut [u16]) {
+    for ((h, l), s) in hi.iter_mut().zip(lo.iter_mut()).zip(src) {
+        let bits = s.to_bits();
+        *h = bf16::from_bits((bits >> 16) as u16);
+        *l = bits as u16;
+    }
+}
+
+/// (bf16 upper half, u16 lower half) -> f32, the exact inverse of [`split_f32`].
+pub(crate) fn join_f32(hi: &[bf16], lo: &[u16], dst: &mut [f32]) {
+    for ((d, h), l) in dst.iter_mut().zip(hi).zip(lo) {
+        *d = f32::from_bits((u32::from(h.to_bits()) << 16) | u32::from(*l));
+    }
+}

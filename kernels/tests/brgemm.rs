@@ -1,0 +1,585 @@
+//! BRGEMM against one plain f64 reference, on every ISA this machine has.
+
+use dlrm_microkernels::{
+    Accum, Batch, BatchKind, Brgemm, BrgemmDesc, DType, Isa, KernelError, bf16, vnni,
+};
+use proptest::prelude::*;
+
+/// Value placed after and between the rows of C: must survive every run.
+const SENTINEL: f32 = -1536.0; // exact in bf16 too
+
+/// A dimension: the edge sizes the issue names, or anything in 1..=70.
+fn dim() -> impl Strategy<Value = usize> {
+    prop_oneof![
+        3 => prop::sample::select(vec![1usize, 15, 16, 17, 33, 64]),
+        2 => 1usize..=70,
+    ]
+}
+
+#[derive(Debug, Clone)]
+struct Case {
+    m: usize,
+    n: usize,
+    k: usize,
+    count: usize,
+    pad_a: usize,
+    pad_b: usize,
+    pad_c: usize,
+    kind: u8,
+    types: (DType, DType),
+    accum: Accum,
+    seed: u64,
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    (
+        (dim(), dim(), dim(), 0usize..=5),
+        (0usize..=3, 0usize..=3, 0usize..=3),
+        0u8..3,
+        prop::sample::select(vec![
+            (DType::F32, DType::F32),
+            (DType::Bf16, DType::F32),
+            (DType::Bf16, DType::Bf16),
+        ]),
+        prop::bool::ANY,
+        any::<u64>(),
+    )
+        .prop_map(
+            |((m, n, k, count), (pad_a, pad_b, pad_c), kind, types, acc, seed)| Case {
+                m,
+                n,
+                k,
+                count,
+                pad_a,
+                pad_b,
+                pad_c,
+                kind,
+                types,
+                accum: if acc {
+                    Accum::Accumulate
+                } else {
+                    Accum::Replace
+                },
+                seed,
+            },
+        )
+}
+
+/// A small deterministic generator (xorshift), values in [-1, 1).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> f32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+}
+
+/// Operands of one case as plain row-major f32 matrices (bf16-representable when the input
+/// type is bf16), laid out as the descriptor describes.
+struct Operands {
+    desc: BrgemmDesc,
+    /// A_i row-major at a_starts[i] in `a` (with lda).
+    a: Vec<f32>,
+    /// B_i row-major (ldb) at b_starts_rm[i] in `b_rm`: the reference's view.
+    b_rm: Vec<f32>,
+    /// B as the kernel wants it (row-major f32, or VNNI-2 of the same values).
+    b_kernel: Vec<f32>,
+    a_starts: Vec<usize>,
+    b_starts_rm: Vec<usize>,
+    b_starts: Vec<usize>,
+    c0: Vec<f32>,
+}
+
+fn build(case: &Case) -> Operands {
+    let Case { m, n, k, count, .. } = *case;
+    let (lda, ldb, ldc) = (k + case.pad_a, n + case.pad_b, n + case.pad_c);
+    let bf = case.types.0 == DType::Bf16;
+    let mut rng = Rng(case.seed | 1);
+    let val = |rng: &mut Rng| {
+        let v = rng.next();
+        if bf { bf16::from_f32(v).to_f32() } else { v }
+    };
+    let a_ext = if m == 0 || k == 0 {
+        0
+    } else {
+        (m - 1) * lda + k
+    };
+    let b_ext_rm = (k.max(1) - 1) * ldb + n;
+    let b_ext = if bf {
+        (k.div_ceil(2).max(1) - 1) * 2 * ldb + 2 * n
+    } else {
+        b_ext_rm
+    };
+    // Pairs placed with a gap between them, in reverse order for offsets, so offsets matter.
+    let (stride_a, stride_b) = (a_ext + 3, b_ext + 5);
+    let stride_b_rm = b_ext_rm + 5;
+    let order: Vec<usize> = match case.kind {
+        1 => (0..count).rev().collect(),
+        _ => (0..count).collect(),
+    };
+    let a_starts: Vec<usize> = order.iter().map(|&p| p * stride_a).collect();
+    let b_starts: Vec<usize> = order.iter().map(|&p| p * stride_b).collect();
+    let b_starts_rm: Vec<usize> = order.iter().map(|&p| p * stride_b_rm).collect();
+    let mut a = vec![f32::NAN; count * stride_a + 1];
+    let mut b_rm = vec![f32::NAN; count * stride_b_rm + 1];
+    let mut b_kernel = vec![f32::NAN; count * stride_b + 1];
+    for i in 0..count {
+        for r in 0..m {
+            for kk in 0..k {
+                a[a_starts[i] + r * lda + kk] = val(&mut rng);
+            }
+        }
+        for kk in 0..k {
+            for j in 0..n {
+                let v = val(&mut rng);
+                b_rm[b_starts_rm[i] + kk * ldb + j] = v;
+                let at = if bf {
+                    vnni::index(kk, j, ldb)
+                } else {
+                    kk * ldb + j
+                };
+                b_kernel[b_starts[i] + at] = v;
+            }
+        }
+    }
+    let c_ext = (m - 1) * ldc + n;
+    let out_bf = case.types.1 == DType::Bf16;
+    let c0 = (0..c_ext + 8)
+        .map(|idx| {
+            let (r, j) = (idx / ldc, idx % ldc);
+            if r >= m || j >= n || idx >= c_ext {
+                SENTINEL
+            } else if case.accum == Accum::Replace {
+                f32::NAN
+            } else {
+                let v = rng.next();
+                if out_bf {
+                    bf16::from_f32(v).to_f32()
+                } else {
+                    v
+                }
+            }
+        })
+        .collect();
+    let batch = match case.kind {
+        0 => BatchKind::Strided { stride_a, stride_b },
+        1 => BatchKind::Offsets,
+        _ => BatchKind::Slices,
+    };
+    let desc = BrgemmDesc {
+        m,
+        n,
+        k,
+        lda,
+        ldb,
+        ldc,
+        input: case.types.0,
+        output: case.types.1,
+        batch,
+        accum: case.accum,
+    };
+    Operands {
+        desc,
+        a,
+        b_rm,
+        b_kernel,
+        a_starts,
+        b_starts_rm,
+        b_starts,
+        c0,
+    }
+}
+
+/// The f64 reference and, per element, the sum of |terms| (for the error bound).
+fn reference(o: &Operands) -> (Vec<f64>, Vec<f64>) {
+    let d = &o.desc;
+    let mut c = vec![0f64; o.c0.len()];
+    let mut mag = vec![0f64; o.c0.len()];
+    for r in 0..d.m {
+        for j in 0..d.n {
+            let at = r * d.ldc + j;
+            let (mut s, mut t) = if d.accum == Accum::Accumulate {
+                (o.c0[at] as f64, (o.c0[at] as f64).abs())
+            } else {
+                (0.0, 0.0)
+            };
+            for (&sa, &sb) in o.a_starts.iter().zip(&o.b_starts_rm) {
+                for kk in 0..d.k {
+                    let p = o.a[sa + r * d.lda + kk] as f64 * o.b_rm[sb + kk * d.ldb + j] as f64;
+                    s += p;
+                    t += p.abs();
+                }
+            }
+            c[at] = s;
+            mag[at] = t;
+        }
+    }
+    (c, mag)
+}
+
+/// Run the kernel on the case's operands, converting to the element types it wants.
+fn run_kernel(kernel: &Brgemm, o: &Operands) -> Result<Vec<f32>, KernelError> {
+    fn go<I: dlrm_microkernels::Element, O: dlrm_microkernels::Element>(
+        kernel: &Brgemm,
+        o: &Operands,
+    ) -> Result<Vec<f32>, KernelError> {
+        let a: Vec<I> = o.a.iter().map(|&x| I::from_f32(x)).collect();
+        let b: Vec<I> = o.b_kernel.iter().map(|&x| I::from_f32(x)).collect();
+        let mut c: Vec<O> = o.c0.iter().map(|&x| O::from_f32(x)).collect();
+        let (m, k) = (o.desc.m, o.desc.k);
+        let a_ext = if k == 0 { 0 } else { (m - 1) * o.desc.lda + k };
+        let b_ext = o.b_kernel.len() / (o.b_starts.len().max(1));
+        let a_sl: Vec<&[I]> = o.a_starts.iter().map(|&s| &a[s..s + a_ext]).collect();
+        let b_sl: Vec<&[I]> = o
+            .b_starts
+            .iter()
+            .map(|&s| &b[s..(s + b_ext).min(b.len())])
+            .collect();
+        let batch = match o.desc.batch {
+            BatchKind::Strided { .. } => Batch::strided(&a, &b, o.a_starts.len()),
+            BatchKind::Offsets => Batch::offsets(&a, &b, &o.a_starts, &o.b_starts),
+            BatchKind::Slices => Batch::slices(&a_sl, &b_sl),
+        };
+        kernel.run(batch, &mut c)?;
+        Ok(c.iter().map(|x| x.to_f32()).collect())
+    }
+    match (o.desc.input, o.desc.output) {
+        (DType::F32, _) => go::<f32, f32>(kernel, o),
+        (DType::Bf16, DType::F32) => go::<bf16, f32>(kernel, o),
+        (DType::Bf16, DType::Bf16) => go::<bf16, bf16>(kernel, o),
+    }
+}
+
+fn check_case(case: &Case) -> Result<(), TestCaseError> {
+    let o = build(case);
+    let (want, mag) = reference(&o);
+    let d = &o.desc;
+    // Rounding: f32 accumulation over k * count (+1) terms; bf16 output adds one rounding.
+    let terms = (d.k * o.a_starts.len() + 2) as f64;
+    let u32_ = f32::EPSILON as f64 / 2.0;
+    let u_bf16 = 2f64.powi(-8);
+    for isa in Isa::ALL {
+        if !isa.is_available() {
+            eprintln!("skip: ISA {isa} is not available on this CPU");
+            continue;
+        }
+        let kernel = Brgemm::with_isa(*d, isa).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let got = run_kernel(&kernel, &o).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        for (idx, (&g, &c0)) in got.iter().zip(&o.c0).enumerate() {
+            if c0 == SENTINEL {
+                prop_assert_eq!(g, SENTINEL, "{}: sentinel at {} overwritten", isa, idx);
+                continue;
+            }
+            let tol = terms * u32_ * mag[idx]
+                + if d.output == DType::Bf16 {
+                    u_bf16 * want[idx].abs()
+                } else {
+                    0.0
+                }
+                + 1e-30;
+            prop_assert!(
+                (g as f64 - want[idx]).abs() <= tol,
+                "{} {:?}: C[{}] = {} but reference {} (tol {})",
+                isa,
+                d,
+                idx,
+                g,
+                want[idx],
+                tol
+            );
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn brgemm_matches_f64_reference(case in case()) {
+        check_case(&case)?;
+    }
+}
+
+/// bf16 kernels against the f32 values they were rounded from: the error bound is the bf16
+/// epsilon (input rounding) plus f32 accumulation over k.
+#[test]
+fn bf16_within_bf16_epsilon_of_f32_inputs() {
+    let (m, n, k, count) = (33, 70, 65, 3);
+    let mut rng = Rng(7);
+    let a32: Vec<f32> = (0..m * k * count).map(|_| rng.next()).collect();
+    let b32: Vec<f32> = (0..k * n * count).map(|_| rng.next()).collect();
+    let a16: Vec<bf16> = a32.iter().map(|&x| bf16::from_f32(x)).collect();
+    let mut b16 = vec![bf16::ZERO; vnni::packed_len(k, n) * count];
+    for i in 0..count {
+        let rows: Vec<bf16> = b32[i * k * n..(i + 1) * k * n]
+            .iter()
+            .map(|&x| bf16::from_f32(x))
+            .collect();
+        let pl = vnni::packed_len(k, n);
+        vnni::pack(&rows, k, n, n, &mut b16[i * pl..(i + 1) * pl], n).unwrap();
+    }
+    let eps_bf16 = 2f64.powi(-7);
+    for isa in Isa::available() {
+        let kernel = Brgemm::with_isa(BrgemmDesc::bf16(m, n, k), isa).unwrap();
+        let mut c = vec![f32::NAN; m * n];
+        kernel
+            .run(Batch::strided(&a16, &b16, count), &mut c)
+            .unwrap();
+        for r in 0..m {
+            for j in 0..n {
+                let (mut s, mut t) = (0f64, 0f64);
+                for i in 0..count {
+                    for kk in 0..k {
+                        let p =
+                            a32[i * m * k + r * k + kk] as f64 * b32[i * k * n + kk * n + j] as f64;
+                        s += p;
+                        t += p.abs();
+                    }
+                }
+                let tol = (eps_bf16 + (k * count) as f64 * f32::EPSILON as f64) * t;
+                let got = c[r * n + j] as f64;
+                assert!(
+                    (got - s).abs() <= tol,
+                    "{isa}: ({r},{j}) {got} vs {s} (tol {tol})"
+                );
+            }
+        }
+    }
+}
+
+/// The portable bf16 kernel and the AVX-512 widened one agree bit for bit (exact products,
+/// same accumulation order); vdpbf16ps is within rounding of both.
+#[test]
+fn bf16_paths_agree() {
+    let o = build(&Case {
+        m: 17,
+        n: 33,
+        k: 15,
+        count: 4,
+        pad_a: 1,
+        pad_b: 2,
+        pad_c: 3,
+        kind: 0,
+        types: (DType::Bf16, DType::F32),
+        accum: Accum::Replace,
+        seed: 99,
+    });
+    let portable = run_kernel(&Brgemm::with_isa(o.desc, Isa::Portable).unwrap(), &o).unwrap();
+    if Isa::Avx512.is_available() {
+        let avx = run_kernel(&Brgemm::with_isa(o.desc, Isa::Avx512).unwrap(), &o).unwrap();
+        for (p, a) in portable.iter().zip(&avx) {
+            assert_eq!(p.to_bits(), a.to_bits());
+        }
+    } else {
+        eprintln!("skip: ISA avx512 is not available on this CPU");
+    }
+}
+
+#[test]
+fn count_zero_replace_writes_zeros_and_accumulate_keeps() {
+    for isa in Isa::available() {
+        let mut desc = BrgemmDesc::f32(3, 5, 4);
+        desc.ldc = 6;
+        let k = Brgemm::with_isa(desc, isa).unwrap();
+        let mut c = vec![f32::NAN; 3 * 6];
+        k.run(Batch::strided(&[] as &[f32], &[], 0), &mut c)
+            .unwrap();
+        for (i, x) in c.iter().enumerate() {
+            if i % 6 < 5 {
+                assert_eq!(*x, 0.0, "{isa}");
+            } else {
+                assert!(x.is_nan(), "{isa}: padding column written");
+            }
+        }
+        desc.accum = Accum::Accumulate;
+        let k = Brgemm::with_isa(desc, isa).unwrap();
+        let mut c = vec![2.5f32; 3 * 6];
+        k.run(Batch::strided(&[] as &[f32], &[], 0), &mut c)
+            .unwrap();
+        assert!(c.iter().all(|&x| x == 2.5));
+    }
+}
+
+#[test]
+fn odd_k_ignores_garbage_in_vnni_padding() {
+    // k = 3: the second half of the last pair is padding; put NaN there.
+    let (m, n, k) = (2, 3, 3);
+    let a: Vec<bf16> = (0..m * k).map(|i| bf16::from_f32(i as f32)).collect();
+    let rows: Vec<bf16> = (0..k * n).map(|i| bf16::from_f32(1.0 + i as f32)).collect();
+    let mut b = vec![bf16::ZERO; vnni::packed_len(k, n)];
+    vnni::pack(&rows, k, n, n, &mut b, n).unwrap();
+    for j in 0..n {
+        b[vnni::index(3, j, n)] = bf16::NAN;
+    }
+    for isa in Isa::available() {
+        let kernel = Brgemm::with_isa(BrgemmDesc::bf16(m, n, k), isa).unwrap();
+        let mut c = vec![0.0f32; m * n];
+        kernel.run(Batch::strided(&a, &b, 1), &mut c).unwrap();
+        assert!(c.iter().all(|x| x.is_finite()), "{isa}: {c:?}");
+        assert_eq!(c[0], 0.0 * 1.0 + 1.0 * 4.0 + 2.0 * 7.0, "{isa}");
+    }
+}
+
+#[test]
+fn bf16_output_rounds_to_nearest_even() {
+    // 1 + 2^-8 lies exactly between bf16 1.0 and 1.0078125: ties go to even (1.0);
+    // 1 + 3 * 2^-8 lies between 1.0078125 and 1.015625: ties go to even (1.015625).
+    let a = [bf16::ONE, bf16::ONE];
+    let tiny = bf16::from_f32(1.0 / 256.0);
+    let threes = bf16::from_f32(3.0 / 256.0);
+    for isa in Isa::available() {
+        let mut desc = BrgemmDesc::bf16(1, 2, 2);
+        desc.output = DType::Bf16;
+        let kernel = Brgemm::with_isa(desc, isa).unwrap();
+        // B rows: [1, 1] and [tiny, threes] -> c = [1 + tiny, 1 + threes].
+        let rows = [bf16::ONE, bf16::ONE, tiny, threes];
+        let mut b = vec![bf16::ZERO; vnni::packed_len(2, 2)];
+        vnni::pack(&rows, 2, 2, 2, &mut b, 2).unwrap();
+        let mut c = [bf16::NAN; 2];
+        kernel.run(Batch::strided(&a, &b, 1), &mut c).unwrap();
+        assert_eq!(c.map(|x| x.to_f32()), [1.0, 1.015625], "{isa}");
+    }
+}
+
+fn f32_kernel(desc: BrgemmDesc) -> Brgemm {
+    Brgemm::new(desc).unwrap()
+}
+
+#[test]
+fn errors_name_what_and_where_and_leave_c_untouched() {
+    let k = f32_kernel(BrgemmDesc::f32(4, 4, 4));
+    let a = vec![1.0f32; 32];
+    let mut c = vec![7.0f32; 16];
+
+    // A too short for the second pair.
+    let err = k.run(Batch::strided(&a[..20], &a, 2), &mut c).unwrap_err();
+    assert_eq!(
+        err,
+        KernelError::SliceTooShort {
+            operand: "A",
+            batch_index: Some(1),
+            needed: 32,
+            len: 20
+        }
+    );
+    assert!(c.iter().all(|&x| x == 7.0));
+
+    // B too short.
+    let err = k.run(Batch::strided(&a, &a[..31], 2), &mut c).unwrap_err();
+    assert!(matches!(
+        err,
+        KernelError::SliceTooShort { operand: "B", .. }
+    ));
+
+    // C too short.
+    let err = k.run(Batch::strided(&a, &a, 1), &mut c[..15]).unwrap_err();
+    assert!(matches!(
+        err,
+        KernelError::SliceTooShort { operand: "C", .. }
+    ));
+
+    // Offsets: the bad position is named.
+    let mut d = BrgemmDesc::f32(4, 4, 4);
+    d.batch = BatchKind::Offsets;
+    let ko = f32_kernel(d);
+    let err = ko
+        .run(Batch::offsets(&a, &a, &[0, 8, 17], &[0, 0, 0]), &mut c)
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "A slice too short at batch position 2: needs 33 elements, has 32"
+    );
+    let err = ko
+        .run(Batch::offsets(&a, &a, &[0, 8], &[0]), &mut c)
+        .unwrap_err();
+    assert!(matches!(err, KernelError::LengthMismatch { .. }));
+
+    // Slices: a short one.
+    let mut d = BrgemmDesc::f32(4, 4, 4);
+    d.batch = BatchKind::Slices;
+    let ks = f32_kernel(d);
+    let err = ks
+        .run(
+            Batch::slices(&[&a[..16], &a[..15]], &[&a[..16], &a[..16]]),
+            &mut c,
+        )
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        KernelError::SliceTooShort {
+            operand: "A",
+            batch_index: Some(1),
+            ..
+        }
+    ));
+
+    // Kind and type mismatches.
+    let err = k
+        .run(Batch::offsets(&a, &a, &[0], &[0]), &mut c)
+        .unwrap_err();
+    assert!(matches!(err, KernelError::BatchKindMismatch { .. }));
+    let a16 = vec![bf16::ONE; 32];
+    let err = k.run(Batch::strided(&a16, &a16, 1), &mut c).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "A/B has type bf16 but the descriptor says f32"
+    );
+    let mut c16 = vec![bf16::ONE; 16];
+    let err = k.run(Batch::strided(&a, &a, 1), &mut c16).unwrap_err();
+    assert!(matches!(
+        err,
+        KernelError::TypeMismatch { operand: "C", .. }
+    ));
+    assert!(c.iter().all(|&x| x == 7.0));
+}
+
+#[test]
+fn impossible_descriptors_are_refused() {
+    let mut d = BrgemmDesc::f32(4, 8, 4);
+    d.ldb = 7;
+    assert_eq!(
+        Brgemm::new(d).unwrap_err().to_string(),
+        "ldb = 7 is smaller than n = 8"
+    );
+    let mut d = BrgemmDesc::f32(4, 8, 4);
+    d.ldc = 2;
+    assert!(matches!(
+        Brgemm::new(d),
+        Err(KernelError::LeadingDimension { name: "ldc", .. })
+    ));
+    let mut d = BrgemmDesc::f32(4, 8, 4);
+    d.output = DType::Bf16;
+    assert!(matches!(
+        Brgemm::new(d),
+        Err(KernelError::UnsupportedTypes { .. })
+    ));
+    let mut d = BrgemmDesc::f32(usize::MAX / 2, 8, 4);
+    d.lda = 8;
+    assert!(matches!(Brgemm::new(d), Err(KernelError::Overflow { .. })));
+}
+
+#[test]
+fn unavailable_isa_is_an_error_naming_the_best() {
+    let best = Isa::best();
+    match Isa::ALL.into_iter().find(|i| !i.is_available()) {
+        Some(missing) => {
+            let err = Brgemm::with_isa(BrgemmDesc::f32(1, 1, 1), missing).unwrap_err();
+            assert_eq!(
+                err,
+                KernelError::IsaUnavailable {
+                    requested: missing,
+                    best
+                }
+            );
+        }
+        None => eprintln!("skip: this CPU has every ISA; checking the rule through isa::resolve"),
+    }
+    let err = dlrm_microkernels::isa::resolve(Some("avx512bf16"), Isa::Portable).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "ISA avx512bf16 is not available on this CPU (best available: portable)"
+    );
+}
