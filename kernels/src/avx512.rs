@@ -255,3 +255,67 @@ pub(crate) unsafe fn join_f32(hi: &[bf16], lo: &[u16], dst: &mut [f32]) {
         }
     }
 }
+
+/// `w -= lr * g` (multiply, then subtract: the same rounding as the portable path).
+///
+/// # Safety
+///
+/// The CPU has AVX-512 F/BW/VL/DQ; `g` is at least as long as `w`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+pub(crate) unsafe fn sgd(w: &mut [f32], g: &[f32], lr: f32) {
+    let n = w.len();
+    let (wp, gp) = (w.as_mut_ptr(), g.as_ptr());
+    let lrv = _mm512_set1_ps(lr);
+    let mut i = 0;
+    // SAFETY: full vectors end at or before n; the tail is masked.
+    unsafe {
+        while i + 16 <= n {
+            let v = _mm512_sub_ps(
+                _mm512_loadu_ps(wp.add(i)),
+                _mm512_mul_ps(lrv, _mm512_loadu_ps(gp.add(i))),
+            );
+            _mm512_storeu_ps(wp.add(i), v);
+            i += 16;
+        }
+        if i < n {
+            let m = tail_mask(n - i);
+            let v = _mm512_sub_ps(
+                _mm512_maskz_loadu_ps(m, wp.add(i)),
+                _mm512_mul_ps(lrv, _mm512_maskz_loadu_ps(m, gp.add(i))),
+            );
+            _mm512_mask_storeu_ps(wp.add(i), m, v);
+        }
+    }
+}
+
+/// Split-SGD on (hi, lo) halves, the same arithmetic as [`sgd`] on the joined weight.
+///
+/// # Safety
+///
+/// The CPU has AVX-512 F/BW/VL/DQ; `lo` and `g` are at least as long as `hi`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+pub(crate) unsafe fn split_sgd(hi: &mut [bf16], lo: &mut [u16], g: &[f32], lr: f32) {
+    let n = hi.len();
+    let (h, l, gp) = (
+        hi.as_mut_ptr().cast::<i16>(),
+        lo.as_mut_ptr().cast::<i16>(),
+        g.as_ptr(),
+    );
+    let lrv = _mm512_set1_ps(lr);
+    let mut i = 0;
+    // SAFETY: full vectors end at or before n; the tail is masked (16-bit masked loads and
+    // narrowing stores touch only lanes below n).
+    unsafe {
+        while i < n {
+            let m = if i + 16 <= n { !0 } else { tail_mask(n - i) };
+            let hv = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, h.add(i)));
+            let lv = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, l.add(i)));
+            let w = _mm512_castsi512_ps(_mm512_or_si512(_mm512_slli_epi32::<16>(hv), lv));
+            let w = _mm512_sub_ps(w, _mm512_mul_ps(lrv, _mm512_maskz_loadu_ps(m, gp.add(i))));
+            let bits = _mm512_castps_si512(w);
+            _mm512_mask_cvtepi32_storeu_epi16(h.add(i).cast(), m, _mm512_srli_epi32::<16>(bits));
+            _mm512_mask_cvtepi32_storeu_epi16(l.add(i).cast(), m, bits);
+            i += 16;
+        }
+    }
+}

@@ -52,6 +52,7 @@ mod dtype;
 mod error;
 pub mod isa;
 pub mod peak;
+pub mod sgd;
 pub mod vnni;
 
 mod portable;

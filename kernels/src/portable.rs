@@ -91,3 +91,20 @@ pub(crate) fn join_f32(hi: &[bf16], lo: &[u16], dst: &mut [f32]) {
         *d = f32::from_bits((u32::from(h.to_bits()) << 16) | u32::from(*l));
     }
 }
+
+/// `w -= lr * g`, multiply and subtract rounded separately.
+pub(crate) fn sgd(w: &mut [f32], g: &[f32], lr: f32) {
+    for (w, g) in w.iter_mut().zip(g) {
+        *w -= lr * *g;
+    }
+}
+
+/// Split-SGD on (hi, lo) halves; the same arithmetic as [`sgd`] on the joined weight.
+pub(crate) fn split_sgd(hi: &mut [bf16], lo: &mut [u16], g: &[f32], lr: f32) {
+    for ((h, l), g) in hi.iter_mut().zip(lo.iter_mut()).zip(g) {
+        let w = f32::from_bits((u32::from(h.to_bits()) << 16) | u32::from(*l)) - lr * *g;
+        let bits = w.to_bits();
+        *h = bf16::from_bits((bits >> 16) as u16);
+        *l = bits as u16;
+    }
+}

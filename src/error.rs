@@ -1,0 +1,122 @@
+//! The crate's error type.
+
+use std::fmt;
+
+use crate::kernels::KernelError;
+
+/// Everything that can go wrong in `dlrm-kernels`.
+///
+/// Messages name what was wrong and where (which table, bag and position; which layer; which
+/// file and line). A call that returns an error has changed nothing.
+///
+/// ```
+/// use dlrm_kernels::Error;
+/// let e = Error::IndexOutOfRange { table: 3, bag: 17, position: 1203, index: 1_000_000, rows: 1_000_000 };
+/// assert_eq!(
+///     e.to_string(),
+///     "table 3, bag 17, position 1203: index 1000000 >= rows 1000000"
+/// );
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Error {
+    /// A microkernel refused its arguments.
+    Kernel(KernelError),
+    /// A tensor, slice or list has the wrong size.
+    Shape {
+        /// What was being checked, e.g. `"layer 2 input columns"`.
+        what: String,
+        /// The size required.
+        expected: usize,
+        /// The size given.
+        got: usize,
+    },
+    /// A configuration that cannot work.
+    Config(String),
+    /// An embedding index outside `[0, rows)`.
+    IndexOutOfRange {
+        /// Table number.
+        table: usize,
+        /// Bag (sample) number.
+        bag: usize,
+        /// Position in the table's index list.
+        position: usize,
+        /// The bad index.
+        index: i64,
+        /// Rows in the table.
+        rows: usize,
+    },
+    /// Malformed bag offsets.
+    Offsets {
+        /// Table number.
+        table: usize,
+        /// Bag at which the problem shows.
+        bag: usize,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A loss or gradient that is NaN or infinite.
+    NonFinite {
+        /// What was not finite, e.g. `"loss at iteration 1234"`.
+        what: String,
+    },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Kernel(e) => write!(f, "{e}"),
+            Error::Shape {
+                what,
+                expected,
+                got,
+            } => write!(f, "{what}: expected {expected}, got {got}"),
+            Error::Config(msg) => write!(f, "invalid configuration: {msg}"),
+            Error::IndexOutOfRange {
+                table,
+                bag,
+                position,
+                index,
+                rows,
+            } => write!(
+                f,
+                "table {table}, bag {bag}, position {position}: index {index} >= rows {rows}"
+            ),
+            Error::Offsets { table, bag, detail } => {
+                write!(f, "table {table}, bag {bag}: bad offsets: {detail}")
+            }
+            Error::NonFinite { what } => write!(f, "{what} is not finite"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Kernel(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<KernelError> for Error {
+    fn from(e: KernelError) -> Self {
+        Error::Kernel(e)
+    }
+}
+
+/// Shorthand for `Result<T, dlrm_kernels::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `Err(Error::Shape)` unless `got == expected`.
+pub(crate) fn check_len(what: impl Into<String>, expected: usize, got: usize) -> Result<()> {
+    if expected == got {
+        Ok(())
+    } else {
+        Err(Error::Shape {
+            what: what.into(),
+            expected,
+            got,
+        })
+    }
+}
