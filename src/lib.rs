@@ -9,6 +9,7 @@
 pub use dlrm_microkernels as kernels;
 pub use dlrm_microkernels::{Accum, Batch, Brgemm, BrgemmDesc, DType, Isa, KernelError, bf16};
 
+pub mod embedding;
 pub mod error;
 pub mod rng;
 

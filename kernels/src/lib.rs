@@ -48,6 +48,7 @@
 pub mod baselines;
 pub mod brgemm;
 pub mod convert;
+pub mod embedding;
 mod dtype;
 mod error;
 pub mod isa;

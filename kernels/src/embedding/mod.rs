@@ -1,0 +1,1 @@
+//! Embedding-bag row kernels (gather-reduce, fused sparse updates). Being written.
