@@ -48,8 +48,8 @@
 pub mod baselines;
 pub mod brgemm;
 pub mod convert;
-pub mod embedding;
 mod dtype;
+pub mod embedding;
 mod error;
 pub mod isa;
 pub mod peak;

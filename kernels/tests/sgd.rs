@@ -46,7 +46,10 @@ fn length_mismatch_changes_nothing() {
         let mut lo = [3u16; 4];
         assert!(matches!(
             sgd.split_sgd(&mut hi, &mut lo, &[1.0; 5], 0.1),
-            Err(KernelError::LengthMismatch { what: "lo and g", .. })
+            Err(KernelError::LengthMismatch {
+                what: "lo and g",
+                ..
+            })
         ));
         assert!(hi.iter().all(|&x| x == bf16::ONE) && lo.iter().all(|&x| x == 3));
     }
