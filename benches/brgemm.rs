@@ -168,7 +168,9 @@ fn bench_large_gemm(c: &mut Criterion, lines: &mut Vec<Line>) {
                 for n in 0..nb {
                     let b_panel = &b_blk[n * kb * BS * BS..(n + 1) * kb * BS * BS];
                     let c_blk = &mut out[m * BS * N + n * BS..];
-                    blocked.run(Batch::strided(a_panel, b_panel, kb), c_blk).unwrap();
+                    blocked
+                        .run(Batch::strided(a_panel, b_panel, kb), c_blk)
+                        .unwrap();
                 }
             }
         })

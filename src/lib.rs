@@ -14,3 +14,6 @@ pub mod error;
 pub mod rng;
 
 pub use error::{Error, Result};
+pub mod blocked;
+pub mod linear;
+pub mod mlp;

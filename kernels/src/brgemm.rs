@@ -87,6 +87,31 @@ impl BatchKind {
     }
 }
 
+/// How each A_i is stored.
+///
+/// ```
+/// use dlrm_microkernels::{ALayout, Brgemm, BrgemmDesc, Batch};
+/// // C = A^T B with A stored as its transpose ([k][m], lda >= m): no transpose pass needed.
+/// let mut d = BrgemmDesc::f32(2, 1, 3);
+/// d.a_layout = ALayout::Transposed;
+/// d.lda = 2;
+/// let at = [1.0f32, 4.0, 2.0, 5.0, 3.0, 6.0]; // A = [[1, 2, 3], [4, 5, 6]] stored [k][m]
+/// let mut c = [0f32; 2];
+/// Brgemm::new(d)?.run(Batch::strided(&at, &[1.0, 1.0, 1.0], 1), &mut c)?;
+/// assert_eq!(c, [6.0, 15.0]);
+/// # Ok::<(), dlrm_microkernels::KernelError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ALayout {
+    /// `A[r][kk]` at `r * lda + kk` (`lda >= k`).
+    #[default]
+    RowMajor,
+    /// A stored transposed, `[k][m]`: `A[r][kk]` at `kk * lda + r` (`lda >= m`). f32 only: a
+    /// bf16 k pair must be adjacent in memory. Lets a weight gradient `x^T dy` read `x`
+    /// blocks as they are.
+    Transposed,
+}
+
 /// The layout a kernel expects its B operand in.
 ///
 /// ```
@@ -125,7 +150,7 @@ pub struct BrgemmDesc {
     pub n: usize,
     /// Columns of A, rows of B: the reduced dimension.
     pub k: usize,
-    /// Leading dimension of each A_i (at least `k`).
+    /// Leading dimension of each A_i (at least `k`; at least `m` for [`ALayout::Transposed`]).
     pub lda: usize,
     /// Leading dimension of each B_i, in columns (at least `n`); see [`BLayout`].
     pub ldb: usize,
@@ -135,6 +160,8 @@ pub struct BrgemmDesc {
     pub input: DType,
     /// Type of C (accumulation is always f32).
     pub output: DType,
+    /// How each A_i is stored.
+    pub a_layout: ALayout,
     /// How the batch is addressed.
     pub batch: BatchKind,
     /// Overwrite or add to C.
@@ -159,6 +186,7 @@ impl BrgemmDesc {
             ldc: n,
             input: DType::F32,
             output: DType::F32,
+            a_layout: ALayout::RowMajor,
             batch: BatchKind::Strided {
                 stride_a: m * k,
                 stride_b: k * n,
@@ -215,8 +243,17 @@ impl BrgemmDesc {
                 output: self.output.name(),
             });
         }
+        if self.input == DType::Bf16 && self.a_layout == ALayout::Transposed {
+            return Err(KernelError::Unsupported {
+                what: "a transposed A with bf16 input (a k pair must be adjacent in memory)",
+            });
+        }
+        let lda_min = match self.a_layout {
+            ALayout::RowMajor => ("k", self.k),
+            ALayout::Transposed => ("m", self.m),
+        };
         let checks = [
-            ("lda", self.lda, "k", self.k),
+            ("lda", self.lda, lda_min.0, lda_min.1),
             ("ldb", self.ldb, "n", self.n),
             ("ldc", self.ldc, "n", self.n),
         ];
@@ -239,12 +276,16 @@ impl BrgemmDesc {
     fn extents(&self) -> Result<(usize, usize, usize), KernelError> {
         let ovf = |what| KernelError::Overflow { what };
         let (m, n, k) = (self.m, self.n, self.k);
+        let (rows, cols) = match self.a_layout {
+            ALayout::RowMajor => (m, k),
+            ALayout::Transposed => (k, m),
+        };
         let a = if m == 0 || k == 0 || n == 0 {
             0
         } else {
-            (m - 1)
+            (rows - 1)
                 .checked_mul(self.lda)
-                .and_then(|x| x.checked_add(k))
+                .and_then(|x| x.checked_add(cols))
                 .ok_or(ovf("the extent of A"))?
         };
         let b = if m == 0 || k == 0 || n == 0 {
@@ -407,7 +448,10 @@ pub(crate) struct Params {
     pub m: usize,
     pub n: usize,
     pub k: usize,
-    pub lda: usize,
+    /// Elements between A rows (`lda`, or 1 when A is transposed).
+    pub a_row: usize,
+    /// Elements between consecutive k of one A row (1, or `lda` when A is transposed).
+    pub a_k: usize,
     pub ldb: usize,
     pub ldc: usize,
     pub count: usize,
@@ -702,7 +746,16 @@ impl Brgemm {
             m: d.m,
             n: d.n,
             k: d.k,
-            lda: d.lda,
+            a_row: if d.a_layout == ALayout::RowMajor {
+                d.lda
+            } else {
+                1
+            },
+            a_k: if d.a_layout == ALayout::RowMajor {
+                1
+            } else {
+                d.lda
+            },
             ldb: d.ldb,
             ldc: d.ldc,
             count: if d.k == 0 { 0 } else { count },

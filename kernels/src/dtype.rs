@@ -73,6 +73,42 @@ pub trait Element:
     fn to_f32(self) -> f32;
     /// Convert from f32 (exact for f32; round to nearest even for bf16).
     fn from_f32(v: f32) -> Self;
+    /// The slice as its concrete type.
+    fn view(s: &[Self]) -> SliceRef<'_>;
+    /// The mutable slice as its concrete type.
+    fn view_mut(s: &mut [Self]) -> SliceMut<'_>;
+}
+
+/// A slice of some [`Element`] type, as its concrete type (for code generic over elements
+/// that needs the type-specific fast path).
+///
+/// ```
+/// use dlrm_microkernels::{Element, SliceRef};
+/// let x = [1.0f32];
+/// assert!(matches!(f32::view(&x), SliceRef::F32(_)));
+/// ```
+#[derive(Debug)]
+pub enum SliceRef<'a> {
+    /// f32 data.
+    F32(&'a [f32]),
+    /// bf16 data.
+    Bf16(&'a [bf16]),
+}
+
+/// A mutable slice of some [`Element`] type, as its concrete type.
+///
+/// ```
+/// use dlrm_microkernels::{Element, SliceMut, bf16};
+/// let mut x = [bf16::ONE];
+/// if let SliceMut::Bf16(s) = bf16::view_mut(&mut x) { s[0] = bf16::ZERO; }
+/// assert_eq!(x[0], bf16::ZERO);
+/// ```
+#[derive(Debug)]
+pub enum SliceMut<'a> {
+    /// f32 data.
+    F32(&'a mut [f32]),
+    /// bf16 data.
+    Bf16(&'a mut [bf16]),
 }
 
 impl Element for f32 {
@@ -85,6 +121,12 @@ impl Element for f32 {
     fn from_f32(v: f32) -> Self {
         v
     }
+    fn view(s: &[Self]) -> SliceRef<'_> {
+        SliceRef::F32(s)
+    }
+    fn view_mut(s: &mut [Self]) -> SliceMut<'_> {
+        SliceMut::F32(s)
+    }
 }
 
 impl Element for bf16 {
@@ -96,5 +138,11 @@ impl Element for bf16 {
     #[inline(always)]
     fn from_f32(v: f32) -> Self {
         bf16::from_f32(v)
+    }
+    fn view(s: &[Self]) -> SliceRef<'_> {
+        SliceRef::Bf16(s)
+    }
+    fn view_mut(s: &mut [Self]) -> SliceMut<'_> {
+        SliceMut::Bf16(s)
     }
 }

@@ -40,6 +40,11 @@ pub enum KernelError {
         /// Output (C) type.
         output: &'static str,
     },
+    /// A combination of options the kernels do not support.
+    Unsupported {
+        /// What, e.g. `"a transposed A with bf16 input"`.
+        what: &'static str,
+    },
     /// `run` was given data of another type than the descriptor names.
     TypeMismatch {
         /// `"A/B"` or `"C"`.
@@ -109,6 +114,7 @@ impl fmt::Display for KernelError {
                 "unsupported data types: {input} inputs with {output} output \
                  (supported: f32 -> f32, bf16 -> f32, bf16 -> bf16)"
             ),
+            KernelError::Unsupported { what } => write!(f, "unsupported: {what}"),
             KernelError::TypeMismatch {
                 operand,
                 expected,

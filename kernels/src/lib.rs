@@ -49,6 +49,7 @@ pub mod baselines;
 pub mod brgemm;
 pub mod convert;
 mod dtype;
+pub mod eltwise;
 pub mod embedding;
 mod error;
 pub mod isa;
@@ -65,8 +66,8 @@ mod avx512bf16;
 #[cfg(target_arch = "x86_64")]
 mod microkernel;
 
-pub use brgemm::{Accum, BLayout, Batch, BatchKind, Brgemm, BrgemmDesc};
-pub use dtype::{DType, Element};
+pub use brgemm::{ALayout, Accum, BLayout, Batch, BatchKind, Brgemm, BrgemmDesc};
+pub use dtype::{DType, Element, SliceMut, SliceRef};
 pub use error::KernelError;
 pub use half::bf16;
 pub use isa::Isa;

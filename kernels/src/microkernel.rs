@@ -92,7 +92,7 @@ unsafe fn tile<D: Dot, O: Out, const MR: usize, const NR: usize>(
         // SAFETY: i < count, and `run` checked every pair's extent.
         let (a, b) = unsafe { batch.get(i) };
         // SAFETY: the row/column offsets lie inside A_i and B_i (tile inside m x n).
-        let (a, b) = unsafe { (a.add(row0 * p.lda), b.add(col0 * D::K_STEP)) };
+        let (a, b) = unsafe { (a.add(row0 * p.a_row), b.add(col0 * D::K_STEP)) };
         for s in 0..steps {
             // SAFETY: step s < steps covers k elements s*K_STEP.. inside each row of A_i and
             // the VNNI / row-major row s of B_i; lanes past n are masked.
@@ -101,7 +101,7 @@ unsafe fn tile<D: Dot, O: Out, const MR: usize, const NR: usize>(
                 let bv: [D::B; NR] =
                     core::array::from_fn(|j| D::load_b(bs.add(16 * j * D::K_STEP), masks[j]));
                 for (r, acc_r) in acc.iter_mut().enumerate() {
-                    let av = D::bcast_a(a.add(r * p.lda + s * D::K_STEP));
+                    let av = D::bcast_a(a.add(r * p.a_row + s * D::K_STEP * p.a_k));
                     for (acc_rj, bvj) in acc_r.iter_mut().zip(bv) {
                         *acc_rj = D::dot(*acc_rj, av, bvj);
                     }
@@ -116,7 +116,7 @@ unsafe fn tile<D: Dot, O: Out, const MR: usize, const NR: usize>(
                 let bv: [D::B; NR] =
                     core::array::from_fn(|j| D::load_b_tail(bs.add(16 * j * D::K_STEP), masks[j]));
                 for (r, acc_r) in acc.iter_mut().enumerate() {
-                    let av = D::bcast_a_tail(a.add(r * p.lda + steps * D::K_STEP));
+                    let av = D::bcast_a_tail(a.add(r * p.a_row + steps * D::K_STEP * p.a_k));
                     for (acc_rj, bvj) in acc_r.iter_mut().zip(bv) {
                         *acc_rj = D::dot(*acc_rj, av, bvj);
                     }

@@ -41,7 +41,7 @@ pub(crate) fn brgemm<I: Element, O: Element>(
                     if layout == BLayout::RowMajor && rows == 1 {
                         // f32: straight from B, no widening copy.
                         let src = &b[kk * p.ldb + col0..][..cols];
-                        let av = a[row0 * p.lda + kk].to_f32();
+                        let av = a[row0 * p.a_row + kk * p.a_k].to_f32();
                         for (x, bv) in acc[0][..cols].iter_mut().zip(src) {
                             *x += av * bv.to_f32();
                         }
@@ -63,7 +63,7 @@ pub(crate) fn brgemm<I: Element, O: Element>(
                         }
                     }
                     for (r, acc_r) in acc[..rows].iter_mut().enumerate() {
-                        let av = a[(row0 + r) * p.lda + kk].to_f32();
+                        let av = a[(row0 + r) * p.a_row + kk * p.a_k].to_f32();
                         for (x, bv) in acc_r[..cols].iter_mut().zip(&b_row[..cols]) {
                             *x += av * *bv;
                         }

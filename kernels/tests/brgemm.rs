@@ -1,7 +1,7 @@
 //! BRGEMM against one plain f64 reference, on every ISA this machine has.
 
 use dlrm_microkernels::{
-    Accum, Batch, BatchKind, Brgemm, BrgemmDesc, DType, Isa, KernelError, bf16, vnni,
+    ALayout, Accum, Batch, BatchKind, Brgemm, BrgemmDesc, DType, Isa, KernelError, bf16, vnni,
 };
 use proptest::prelude::*;
 
@@ -28,6 +28,7 @@ struct Case {
     kind: u8,
     types: (DType, DType),
     accum: Accum,
+    trans_a: bool,
     seed: u64,
 }
 
@@ -42,10 +43,11 @@ fn case() -> impl Strategy<Value = Case> {
             (DType::Bf16, DType::Bf16),
         ]),
         prop::bool::ANY,
+        prop::bool::ANY,
         any::<u64>(),
     )
         .prop_map(
-            |((m, n, k, count), (pad_a, pad_b, pad_c), kind, types, acc, seed)| Case {
+            |((m, n, k, count), (pad_a, pad_b, pad_c), kind, types, acc, trans, seed)| Case {
                 m,
                 n,
                 k,
@@ -60,6 +62,8 @@ fn case() -> impl Strategy<Value = Case> {
                 } else {
                     Accum::Replace
                 },
+                // A transposed is an f32-only layout.
+                trans_a: trans && types.0 == DType::F32,
                 seed,
             },
         )
@@ -94,18 +98,23 @@ struct Operands {
 
 fn build(case: &Case) -> Operands {
     let Case { m, n, k, count, .. } = *case;
-    let (lda, ldb, ldc) = (k + case.pad_a, n + case.pad_b, n + case.pad_c);
+    let lda = if case.trans_a { m } else { k } + case.pad_a;
+    let (ldb, ldc) = (n + case.pad_b, n + case.pad_c);
+    // Position of A(r, kk) inside one A_i.
+    let a_at = |r: usize, kk: usize| {
+        if case.trans_a {
+            kk * lda + r
+        } else {
+            r * lda + kk
+        }
+    };
     let bf = case.types.0 == DType::Bf16;
     let mut rng = Rng(case.seed | 1);
     let val = |rng: &mut Rng| {
         let v = rng.next();
         if bf { bf16::from_f32(v).to_f32() } else { v }
     };
-    let a_ext = if m == 0 || k == 0 {
-        0
-    } else {
-        (m - 1) * lda + k
-    };
+    let a_ext = if k == 0 { 0 } else { a_at(m - 1, k - 1) + 1 };
     let b_ext_rm = (k.max(1) - 1) * ldb + n;
     let b_ext = if bf {
         (k.div_ceil(2).max(1) - 1) * 2 * ldb + 2 * n
@@ -128,7 +137,7 @@ fn build(case: &Case) -> Operands {
     for i in 0..count {
         for r in 0..m {
             for kk in 0..k {
-                a[a_starts[i] + r * lda + kk] = val(&mut rng);
+                a[a_starts[i] + a_at(r, kk)] = val(&mut rng);
             }
         }
         for kk in 0..k {
@@ -177,6 +186,11 @@ fn build(case: &Case) -> Operands {
         ldc,
         input: case.types.0,
         output: case.types.1,
+        a_layout: if case.trans_a {
+            ALayout::Transposed
+        } else {
+            ALayout::RowMajor
+        },
         batch,
         accum: case.accum,
     };
@@ -207,7 +221,11 @@ fn reference(o: &Operands) -> (Vec<f64>, Vec<f64>) {
             };
             for (&sa, &sb) in o.a_starts.iter().zip(&o.b_starts_rm) {
                 for kk in 0..d.k {
-                    let p = o.a[sa + r * d.lda + kk] as f64 * o.b_rm[sb + kk * d.ldb + j] as f64;
+                    let at = match d.a_layout {
+                        ALayout::RowMajor => r * d.lda + kk,
+                        ALayout::Transposed => kk * d.lda + r,
+                    };
+                    let p = o.a[sa + at] as f64 * o.b_rm[sb + kk * d.ldb + j] as f64;
                     s += p;
                     t += p.abs();
                 }
@@ -229,7 +247,11 @@ fn run_kernel(kernel: &Brgemm, o: &Operands) -> Result<Vec<f32>, KernelError> {
         let b: Vec<I> = o.b_kernel.iter().map(|&x| I::from_f32(x)).collect();
         let mut c: Vec<O> = o.c0.iter().map(|&x| O::from_f32(x)).collect();
         let (m, k) = (o.desc.m, o.desc.k);
-        let a_ext = if k == 0 { 0 } else { (m - 1) * o.desc.lda + k };
+        let a_ext = match (k, o.desc.a_layout) {
+            (0, _) => 0,
+            (_, ALayout::RowMajor) => (m - 1) * o.desc.lda + k,
+            (_, ALayout::Transposed) => (k - 1) * o.desc.lda + m,
+        };
         let b_ext = o.b_kernel.len() / (o.b_starts.len().max(1));
         let a_sl: Vec<&[I]> = o.a_starts.iter().map(|&s| &a[s..s + a_ext]).collect();
         let b_sl: Vec<&[I]> = o
@@ -365,6 +387,7 @@ fn bf16_paths_agree() {
         kind: 0,
         types: (DType::Bf16, DType::F32),
         accum: Accum::Replace,
+        trans_a: false,
         seed: 99,
     });
     let portable = run_kernel(&Brgemm::with_isa(o.desc, Isa::Portable).unwrap(), &o).unwrap();

@@ -1,0 +1,239 @@
+//! Elementwise pieces of the blocked MLP: the forward epilogue (bias, activation, rounding to
+//! the output type), the activation derivative, column sums for the bias gradient, and block
+//! transposes. Memory-bound; each works on one cache-resident block at a time.
+
+use crate::convert::Converter;
+use crate::{Element, SliceMut, SliceRef};
+
+/// The nonlinearity applied after a linear layer.
+///
+/// ```
+/// use dlrm_microkernels::eltwise::Activation;
+/// assert_eq!(Activation::Relu.apply(-1.0), 0.0);
+/// assert_eq!(Activation::Sigmoid.apply(0.0), 0.5);
+/// // The derivative is computed from the *output* y = f(x).
+/// assert_eq!(Activation::Relu.derivative_from_output(2.0), 1.0);
+/// assert_eq!(Activation::Sigmoid.derivative_from_output(0.5), 0.25);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Activation {
+    /// Identity.
+    None,
+    /// `max(x, 0)`. Its mask for backward is the output's sign: `y > 0` exactly where
+    /// `x > 0`, so no separate mask is stored.
+    #[default]
+    Relu,
+    /// `1 / (1 + exp(-x))`.
+    Sigmoid,
+}
+
+impl Activation {
+    /// `f(x)`.
+    ///
+    /// ```
+    /// assert_eq!(dlrm_microkernels::eltwise::Activation::None.apply(-3.0), -3.0);
+    /// ```
+    #[inline(always)]
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            Activation::None => x,
+            Activation::Relu => x.max(0.0),
+            Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+        }
+    }
+
+    /// `f'(x)` expressed through `y = f(x)`.
+    ///
+    /// ```
+    /// assert_eq!(dlrm_microkernels::eltwise::Activation::Relu.derivative_from_output(0.0), 0.0);
+    /// ```
+    #[inline(always)]
+    pub fn derivative_from_output(self, y: f32) -> f32 {
+        match self {
+            Activation::None => 1.0,
+            Activation::Relu => {
+                if y > 0.0 {
+                    1.0
+                } else {
+                    0.0
+                }
+            }
+            Activation::Sigmoid => y * (1.0 - y),
+        }
+    }
+}
+
+/// The forward epilogue of one output block.
+///
+/// `acc` is a `rows x cols` f32 block (row-major, leading dimension `cols`). Rows below
+/// `valid_rows` and columns below `valid_cols` get `act(acc + bias[j])`; the rest (padding) is
+/// set to zero. The result is written to `out` (same shape) rounded to its element type; `acc`
+/// is used as scratch.
+///
+/// # Panics
+///
+/// If a slice is shorter than the block (an internal-use function: callers size blocks).
+///
+/// ```
+/// use dlrm_microkernels::eltwise::{Activation, bias_act};
+/// use dlrm_microkernels::convert::Converter;
+/// let mut acc = [1.0f32, -2.0, 3.0, 4.0];
+/// let mut out = [0f32; 4];
+/// let cvt = Converter::new()?;
+/// bias_act(&cvt, &mut acc, 2, 2, 1, 2, &[0.5, 0.5], Activation::Relu, &mut out);
+/// assert_eq!(out, [1.5, 0.0, 0.0, 0.0]); // row 1 is padding
+/// # Ok::<(), dlrm_microkernels::KernelError>(())
+/// ```
+#[allow(clippy::too_many_arguments)]
+pub fn bias_act<T: Element>(
+    cvt: &Converter,
+    acc: &mut [f32],
+    rows: usize,
+    cols: usize,
+    valid_rows: usize,
+    valid_cols: usize,
+    bias: &[f32],
+    act: Activation,
+    out: &mut [T],
+) {
+    let acc = &mut acc[..rows * cols];
+    for (r, row) in acc.chunks_exact_mut(cols).enumerate() {
+        if r >= valid_rows {
+            row.fill(0.0);
+            continue;
+        }
+        let (valid, pad) = row.split_at_mut(valid_cols);
+        match act {
+            Activation::None => valid.iter_mut().zip(bias).for_each(|(x, b)| *x += b),
+            Activation::Relu => valid
+                .iter_mut()
+                .zip(bias)
+                .for_each(|(x, b)| *x = (*x + b).max(0.0)),
+            Activation::Sigmoid => valid
+                .iter_mut()
+                .zip(bias)
+                .for_each(|(x, b)| *x = Activation::Sigmoid.apply(*x + b)),
+        }
+        pad.fill(0.0);
+    }
+    store(cvt, acc, out);
+}
+
+/// Copy f32 values into `out`, rounding to its element type (nearest even for bf16).
+///
+/// # Panics
+///
+/// If `out` is shorter than `src`.
+///
+/// ```
+/// use dlrm_microkernels::{eltwise::store, convert::Converter, bf16};
+/// let mut out = [bf16::ZERO; 2];
+/// store(&Converter::new()?, &[1.0, 2.0], &mut out);
+/// assert_eq!(out[1].to_f32(), 2.0);
+/// # Ok::<(), dlrm_microkernels::KernelError>(())
+/// ```
+pub fn store<T: Element>(cvt: &Converter, src: &[f32], out: &mut [T]) {
+    match T::view_mut(&mut out[..src.len()]) {
+        SliceMut::F32(out) => out.copy_from_slice(src),
+        SliceMut::Bf16(out) => cvt.f32_to_bf16(src, out).expect("equal lengths"),
+    }
+}
+
+/// Load values of any element type into f32.
+///
+/// # Panics
+///
+/// If `out` is shorter than `src`.
+///
+/// ```
+/// use dlrm_microkernels::{eltwise::load, convert::Converter, bf16};
+/// let mut out = [0f32; 1];
+/// load(&Converter::new()?, &[bf16::ONE], &mut out);
+/// assert_eq!(out, [1.0]);
+/// # Ok::<(), dlrm_microkernels::KernelError>(())
+/// ```
+pub fn load<T: Element>(cvt: &Converter, src: &[T], out: &mut [f32]) {
+    let out = &mut out[..src.len()];
+    match T::view(src) {
+        SliceRef::F32(src) => out.copy_from_slice(src),
+        SliceRef::Bf16(src) => cvt.bf16_to_f32(src, out).expect("equal lengths"),
+    }
+}
+
+/// `dy[i] *= f'(y[i])`, the activation's derivative taken from its output.
+///
+/// # Panics
+///
+/// If `y` is shorter than `dy`.
+///
+/// ```
+/// use dlrm_microkernels::eltwise::{Activation, act_backward};
+/// let mut dy = [1.0f32, 1.0];
+/// act_backward(&mut dy, &[0.0f32, 3.0], Activation::Relu);
+/// assert_eq!(dy, [0.0, 1.0]);
+/// ```
+pub fn act_backward<T: Element>(dy: &mut [T], y: &[T], act: Activation) {
+    let y = &y[..dy.len()];
+    match act {
+        Activation::None => {}
+        Activation::Relu => {
+            for (d, y) in dy.iter_mut().zip(y) {
+                if y.to_f32() <= 0.0 {
+                    *d = T::default();
+                }
+            }
+        }
+        Activation::Sigmoid => {
+            for (d, y) in dy.iter_mut().zip(y) {
+                let y = y.to_f32();
+                *d = T::from_f32(d.to_f32() * (y * (1.0 - y)));
+            }
+        }
+    }
+}
+
+/// `sums[j] += sum_r block[r * cols + j]` for a `rows x cols` row-major block.
+///
+/// # Panics
+///
+/// If `block` holds fewer than `rows * cols` or `sums` fewer than `cols` values.
+///
+/// ```
+/// let mut s = [0f32; 2];
+/// dlrm_microkernels::eltwise::column_sums(&[1.0f32, 2.0, 3.0, 4.0], 2, 2, &mut s);
+/// assert_eq!(s, [4.0, 6.0]);
+/// ```
+pub fn column_sums<T: Element>(block: &[T], rows: usize, cols: usize, sums: &mut [f32]) {
+    let sums = &mut sums[..cols];
+    for row in block[..rows * cols].chunks_exact(cols) {
+        for (s, x) in sums.iter_mut().zip(row) {
+            *s += x.to_f32();
+        }
+    }
+}
+
+/// `dst[j][i] = src[i][j]` for a `rows x cols` row-major block (dst is `cols x rows`).
+///
+/// # Panics
+///
+/// If a slice holds fewer than `rows * cols` values.
+///
+/// ```
+/// let mut t = [0f32; 6];
+/// dlrm_microkernels::eltwise::transpose(&[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], 2, 3, &mut t);
+/// assert_eq!(t, [1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+/// ```
+pub fn transpose<T: Copy>(src: &[T], rows: usize, cols: usize, dst: &mut [T]) {
+    let (src, dst) = (&src[..rows * cols], &mut dst[..rows * cols]);
+    // 8 x 8 tiles keep both sides within a few cache lines.
+    const T8: usize = 8;
+    for i0 in (0..rows).step_by(T8) {
+        for j0 in (0..cols).step_by(T8) {
+            for i in i0..(i0 + T8).min(rows) {
+                for j in j0..(j0 + T8).min(cols) {
+                    dst[j * rows + i] = src[i * cols + j];
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,860 @@
+//! A fully connected layer on blocked tensors: forward with fused bias and activation,
+//! backward-data, backward-weights with the bias gradient, and SGD (optionally fused into the
+//! weight-gradient pass), in f32 or in bf16 with Split-SGD.
+//!
+//! Layouts (see [`crate::blocked`]): input `x` is `[Nb][Cb][bn][bc]`, output `y` is
+//! `[Nb][Kb][bn][bk]`, weights are `[Kb][Cb][bc][bk]` (bf16: each block in VNNI-2,
+//! `[ceil(bc/2)][bk][2]`). Every pass is one BRGEMM per output block:
+//!
+//! * forward: `y(nb,kb) = f(sum_cb x(nb,cb) W(kb,cb) + b(kb))`, tasks over (nb, kb);
+//! * backward-data: `dx(nb,cb) = sum_kb dy'(nb,kb) W(kb,cb)^T`, tasks over (nb, cb), where
+//!   `dy' = dy * f'(y)` and the weights are transposed block-wise once per call;
+//! * backward-weights: `dW(kb,cb) = sum_nb x(nb,cb)^T dy'(nb,kb)`, tasks over (kb, cb);
+//!   `db = column sums of dy'`.
+//!
+//! Each output block is computed by one task in a fixed order, so results are bit-identical for
+//! any number of threads. Threads come from the current rayon pool.
+//!
+//! In bf16 the weights are Split-SGD pairs: the bf16 the matmuls read is the upper half of the
+//! fp32 master weight (truncated) and a `u16` array keeps the lower half, so the update is
+//! exact fp32 at 4 bytes per weight. Activations and gradients are bf16, accumulation f32, the
+//! bias and its gradient f32.
+//!
+//! ```
+//! use dlrm_kernels::blocked::Blocked;
+//! use dlrm_kernels::linear::{Activation, Blocking, Linear, LinearConfig};
+//!
+//! let cfg = LinearConfig::new(3, 2, Activation::Relu, Blocking { bn: 4, bc: 3, bk: 2 });
+//! let mut layer = Linear::<f32>::new(cfg, 7)?;
+//! // y = relu(x W^T + b) with PyTorch's [out][in] weight layout.
+//! layer.set_parameters(&[1.0, 0.0, 0.0, 0.0, 1.0, -1.0], &[0.5, 0.0])?;
+//! let x = Blocked::from_row_major(&[1.0, 2.0, 3.0], 1, 3, 4, 3)?;
+//! let mut y = Blocked::zeros(1, 2, 4, 2)?;
+//! layer.forward(&x, &mut y)?;
+//! assert_eq!((y.get(0, 0), y.get(0, 1)), (1.5, 0.0));
+//! # Ok::<(), dlrm_kernels::Error>(())
+//! ```
+
+use rayon::prelude::*;
+
+use crate::blocked::Blocked;
+use crate::error::{Error, Result, check_len};
+use crate::kernels::convert::Converter;
+pub use crate::kernels::eltwise::Activation;
+use crate::kernels::eltwise::{self, bias_act, column_sums, transpose};
+use crate::kernels::sgd::Sgd;
+use crate::kernels::{
+    ALayout, Batch, BatchKind, Brgemm, BrgemmDesc, DType, Element, SliceMut, vnni,
+};
+use crate::rng::Rng;
+
+/// Block sizes of a layer: `bn` rows of the batch, `bc` input features, `bk` output features.
+///
+/// ```
+/// use dlrm_kernels::linear::Blocking;
+/// let b = Blocking::auto(2048, 13, 512);
+/// assert_eq!((b.bn, b.bc, b.bk), (64, 13, 64));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Blocking {
+    /// Batch rows per block.
+    pub bn: usize,
+    /// Input features per block.
+    pub bc: usize,
+    /// Output features per block.
+    pub bk: usize,
+}
+
+/// The default block for a dimension: the dimension itself up to 64, else 64 (padded).
+///
+/// ```
+/// assert_eq!(dlrm_kernels::linear::default_block(1000), 64);
+/// assert_eq!(dlrm_kernels::linear::default_block(13), 13);
+/// ```
+pub fn default_block(dim: usize) -> usize {
+    dim.clamp(1, 64)
+}
+
+impl Blocking {
+    /// Blocks that suit this machine's kernels: 64 where a dimension is larger (a 64x64x64
+    /// BRGEMM runs at the FMA peak), the whole dimension where it is smaller.
+    ///
+    /// ```
+    /// let b = dlrm_kernels::linear::Blocking::auto(100, 1024, 1);
+    /// assert_eq!((b.bn, b.bc, b.bk), (64, 64, 1));
+    /// ```
+    pub fn auto(batch: usize, in_features: usize, out_features: usize) -> Self {
+        Blocking {
+            bn: default_block(batch),
+            bc: default_block(in_features),
+            bk: default_block(out_features),
+        }
+    }
+}
+
+/// The shape of a [`Linear`] layer.
+///
+/// ```
+/// use dlrm_kernels::linear::{Activation, Blocking, LinearConfig};
+/// let cfg = LinearConfig::new(1024, 1024, Activation::Relu, Blocking::auto(2048, 1024, 1024));
+/// assert_eq!(cfg.flops(2048), 3 * 2 * 2048 * 1024 * 1024);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LinearConfig {
+    /// Input features `C`.
+    pub in_features: usize,
+    /// Output features `K`.
+    pub out_features: usize,
+    /// Nonlinearity after the affine map.
+    pub activation: Activation,
+    /// Block sizes.
+    pub blocking: Blocking,
+}
+
+impl LinearConfig {
+    /// A config from its fields.
+    ///
+    /// ```
+    /// use dlrm_kernels::linear::{Activation, Blocking, LinearConfig};
+    /// let c = LinearConfig::new(4, 2, Activation::None, Blocking::auto(8, 4, 2));
+    /// assert_eq!(c.out_features, 2);
+    /// ```
+    pub fn new(
+        in_features: usize,
+        out_features: usize,
+        activation: Activation,
+        blocking: Blocking,
+    ) -> Self {
+        LinearConfig {
+            in_features,
+            out_features,
+            activation,
+            blocking,
+        }
+    }
+
+    /// FLOP of one forward + backward-data + backward-weights pass over `batch` rows
+    /// (`3 * 2 * N * C * K`, the count the benchmarks report against).
+    ///
+    /// ```
+    /// use dlrm_kernels::linear::{Activation, Blocking, LinearConfig};
+    /// assert_eq!(LinearConfig::new(2, 3, Activation::None, Blocking::auto(4, 2, 3)).flops(4), 144);
+    /// ```
+    pub fn flops(&self, batch: usize) -> u64 {
+        3 * 2 * batch as u64 * self.in_features as u64 * self.out_features as u64
+    }
+}
+
+/// A fully connected layer `y = f(x W^T + b)` on blocked tensors, f32 (`T = f32`) or bf16 with
+/// Split-SGD (`T = bf16`). See the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct Linear<T: Element> {
+    cfg: LinearConfig,
+    /// Input / output feature blocks.
+    cb: usize,
+    kb: usize,
+    /// Elements per weight block (f32: `bc * bk`; bf16: VNNI-2 `ceil(bc/2) * 2 * bk`).
+    w_block: usize,
+    /// Elements per transposed weight block.
+    wt_block: usize,
+    /// Weights, `[Kb][Cb]` blocks; for bf16 the upper halves of the master weights.
+    w: Vec<T>,
+    /// bf16 only: lower halves of the master weights, same layout as `w`.
+    w_lo: Vec<u16>,
+    /// Bias, padded to `Kb * bk`.
+    bias: Vec<f32>,
+    /// Weight gradient in the layout of `w` (f32), filled by [`Linear::backward_weights`].
+    grad_w: Vec<f32>,
+    /// Bias gradient, padded to `Kb * bk`.
+    grad_b: Vec<f32>,
+    /// Scratch: `W^T` blocks `[Cb][Kb]` (bf16: VNNI-2 over `bk`).
+    wt: Vec<T>,
+    /// Scratch (bf16 only): `x^T` blocks `[Cb][Nb][bc][bn]`.
+    xt: Vec<T>,
+    /// Scratch (bf16 only): `dy'` blocks in VNNI-2 over `bn`, `[Kb][Nb]`.
+    dyv: Vec<T>,
+    fwd: Brgemm,
+    bwd_data: Brgemm,
+    bwd_weights: Brgemm,
+    cvt: Converter,
+    sgd: Sgd,
+}
+
+/// A zero-filled f32 vector of `len` values, for per-task scratch.
+fn scratch(len: usize) -> Vec<f32> {
+    vec![0f32; len]
+}
+
+impl<T: Element> Linear<T> {
+    /// A layer initialised as the DLRM reference does: `W ~ N(0, sqrt(2 / (C + K)))`,
+    /// `b ~ N(0, sqrt(1 / K))`, from `seed`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] if a size or block size is zero; kernel errors (e.g. a bad
+    /// `DLRM_ISA`).
+    ///
+    /// ```
+    /// use dlrm_kernels::linear::{Activation, Blocking, Linear, LinearConfig};
+    /// let cfg = LinearConfig::new(13, 512, Activation::Relu, Blocking::auto(128, 13, 512));
+    /// let layer = Linear::<half::bf16>::new(cfg, 1)?;
+    /// assert_eq!(layer.weights().len(), 512 * 13);
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
+    pub fn new(cfg: LinearConfig, seed: u64) -> Result<Self> {
+        let (c, k) = (cfg.in_features, cfg.out_features);
+        let mut rng = Rng::new(seed);
+        let w_std = (2.0 / (c + k) as f64).sqrt() as f32;
+        let b_std = (1.0 / k.max(1) as f64).sqrt() as f32;
+        let w: Vec<f32> = (0..c * k).map(|_| rng.normal(0.0, w_std)).collect();
+        let b: Vec<f32> = (0..k).map(|_| rng.normal(0.0, b_std)).collect();
+        let mut layer = Self::zeroed(cfg)?;
+        layer.set_parameters(&w, &b)?;
+        Ok(layer)
+    }
+
+    /// A layer with all parameters zero.
+    fn zeroed(cfg: LinearConfig) -> Result<Self> {
+        let Blocking { bn, bc, bk } = cfg.blocking;
+        let (c, k) = (cfg.in_features, cfg.out_features);
+        if c == 0 || k == 0 {
+            return Err(Error::Config(format!(
+                "a linear layer needs positive sizes, got {c} -> {k}"
+            )));
+        }
+        if bn == 0 || bc == 0 || bk == 0 {
+            return Err(Error::Config(format!(
+                "block sizes must be positive, got bn {bn}, bc {bc}, bk {bk}"
+            )));
+        }
+        let (cb, kb) = (c.div_ceil(bc), k.div_ceil(bk));
+        let bf = T::DTYPE == DType::Bf16;
+        let (w_block, wt_block) = if bf {
+            (vnni::packed_len(bc, bk), vnni::packed_len(bk, bc))
+        } else {
+            (bc * bk, bk * bc)
+        };
+        let desc = |m, n, kk, stride_a, stride_b| {
+            let mut d = if bf {
+                BrgemmDesc::bf16(m, n, kk)
+            } else {
+                BrgemmDesc::f32(m, n, kk)
+            };
+            d.batch = BatchKind::Strided { stride_a, stride_b };
+            d
+        };
+        // backward-weights reads dy' blocks (nb, kb) over nb: in place for f32
+        // ([Nb][Kb] blocks), or from the VNNI copy laid out [Kb][Nb] for bf16.
+        let dy_stride = if bf {
+            vnni::packed_len(bn, bk)
+        } else {
+            kb * bn * bk
+        };
+        // backward-weights reads x(nb, cb) over nb: as it is for f32 (A transposed, no copy),
+        // from the transposed copy `[Cb][Nb][bc][bn]` for bf16 (a k pair must be adjacent).
+        let mut bwd_weights = desc(bc, bk, bn, bc * bn, dy_stride);
+        if !bf {
+            bwd_weights.a_layout = ALayout::Transposed;
+            bwd_weights.lda = bc;
+            bwd_weights.batch = BatchKind::Strided {
+                stride_a: cb * bn * bc,
+                stride_b: dy_stride,
+            };
+        }
+        Ok(Linear {
+            cfg,
+            cb,
+            kb,
+            w_block,
+            wt_block,
+            w: vec![T::default(); kb * cb * w_block],
+            w_lo: if bf {
+                vec![0; kb * cb * w_block]
+            } else {
+                Vec::new()
+            },
+            bias: vec![0.0; kb * bk],
+            grad_w: Vec::new(),
+            grad_b: vec![0.0; kb * bk],
+            wt: Vec::new(),
+            xt: Vec::new(),
+            dyv: Vec::new(),
+            fwd: Brgemm::new(desc(bn, bk, bc, bn * bc, w_block))?,
+            bwd_data: Brgemm::new(desc(bn, bc, bk, bn * bk, wt_block))?,
+            bwd_weights: Brgemm::new(bwd_weights)?,
+            cvt: Converter::new()?,
+            sgd: Sgd::new()?,
+        })
+    }
+
+    /// The layer's configuration.
+    ///
+    /// ```
+    /// use dlrm_kernels::linear::{Activation, Blocking, Linear, LinearConfig};
+    /// let cfg = LinearConfig::new(2, 2, Activation::None, Blocking::auto(1, 2, 2));
+    /// assert_eq!(*Linear::<f32>::new(cfg, 0)?.config(), cfg);
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
+    pub fn config(&self) -> &LinearConfig {
+        &self.cfg
+    }
+
+    /// Position of weight (input feature `c`, output feature `k`) in `w`.
+    fn w_index(&self, c: usize, k: usize) -> usize {
+        let Blocking { bc, bk, .. } = self.cfg.blocking;
+        let base = ((k / bk) * self.cb + c / bc) * self.w_block;
+        base + if T::DTYPE == DType::Bf16 {
+            vnni::index(c % bc, k % bk, bk)
+        } else {
+            (c % bc) * bk + k % bk
+        }
+    }
+
+    /// Set weights (PyTorch layout `[out_features][in_features]`, row-major) and bias.
+    /// In bf16 the f32 values become the Split-SGD master weights exactly.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Shape`] if a length is wrong (nothing is changed).
+    ///
+    /// ```
+    /// use dlrm_kernels::linear::{Activation, Blocking, Linear, LinearConfig};
+    /// let cfg = LinearConfig::new(2, 1, Activation::None, Blocking::auto(1, 2, 1));
+    /// let mut l = Linear::<half::bf16>::new(cfg, 0)?;
+    /// l.set_parameters(&[0.1, -0.2], &[0.3])?;
+    /// assert_eq!(l.weights(), vec![0.1, -0.2]); // exact: hi + lo halves
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
+    pub fn set_parameters(&mut self, weights: &[f32], bias: &[f32]) -> Result<()> {
+        let (c, k) = (self.cfg.in_features, self.cfg.out_features);
+        check_len("weights length (out x in)", c * k, weights.len())?;
+        check_len("bias length", k, bias.len())?;
+        for kk in 0..k {
+            for cc in 0..c {
+                let at = self.w_index(cc, kk);
+                let bits = weights[kk * c + cc].to_bits();
+                if T::DTYPE == DType::Bf16 {
+                    self.w[at] = T::from_f32(f32::from_bits(bits & 0xffff_0000));
+                    self.w_lo[at] = bits as u16;
+                } else {
+                    self.w[at] = T::from_f32(f32::from_bits(bits));
+                }
+            }
+        }
+        self.bias[..k].copy_from_slice(bias);
+        Ok(())
+    }
+
+    /// The (master) weights in PyTorch layout `[out_features][in_features]`.
+    ///
+    /// ```
+    /// use dlrm_kernels::linear::{Activation, Blocking, Linear, LinearConfig};
+    /// let cfg = LinearConfig::new(3, 2, Activation::None, Blocking::auto(1, 3, 2));
+    /// assert_eq!(Linear::<f32>::new(cfg, 0)?.weights().len(), 6);
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
+    pub fn weights(&self) -> Vec<f32> {
+        let (c, k) = (self.cfg.in_features, self.cfg.out_features);
+        let mut out = vec![0f32; c * k];
+        for kk in 0..k {
+            for cc in 0..c {
+                let at = self.w_index(cc, kk);
+                out[kk * c + cc] = self.master(at);
+            }
+        }
+        out
+    }
+
+    /// The fp32 master weight stored at `at`.
+    fn master(&self, at: usize) -> f32 {
+        let hi = self.w[at].to_f32();
+        if T::DTYPE == DType::Bf16 {
+            f32::from_bits(hi.to_bits() | u32::from(self.w_lo[at]))
+        } else {
+            hi
+        }
+    }
+
+    /// The bias (`out_features` values).
+    ///
+    /// ```
+    /// use dlrm_kernels::linear::{Activation, Blocking, Linear, LinearConfig};
+    /// let cfg = LinearConfig::new(3, 2, Activation::None, Blocking::auto(1, 3, 2));
+    /// assert_eq!(Linear::<f32>::new(cfg, 0)?.bias().len(), 2);
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
+    pub fn bias(&self) -> &[f32] {
+        &self.bias[..self.cfg.out_features]
+    }
+
+    /// The weight gradient of the last [`Linear::backward_weights`], PyTorch layout
+    /// `[out_features][in_features]` (empty before the first call).
+    ///
+    /// ```
+    /// use dlrm_kernels::linear::{Activation, Blocking, Linear, LinearConfig};
+    /// let cfg = LinearConfig::new(3, 2, Activation::None, Blocking::auto(1, 3, 2));
+    /// assert!(Linear::<f32>::new(cfg, 0)?.weight_grad().is_empty());
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
+    pub fn weight_grad(&self) -> Vec<f32> {
+        if self.grad_w.is_empty() {
+            return Vec::new();
+        }
+        let (c, k) = (self.cfg.in_features, self.cfg.out_features);
+        let mut out = vec![0f32; c * k];
+        for kk in 0..k {
+            for cc in 0..c {
+                out[kk * c + cc] = self.grad_w[self.w_index(cc, kk)];
+            }
+        }
+        out
+    }
+
+    /// The bias gradient of the last [`Linear::backward_weights`] (`out_features` values).
+    ///
+    /// ```
+    /// use dlrm_kernels::linear::{Activation, Blocking, Linear, LinearConfig};
+    /// let cfg = LinearConfig::new(3, 2, Activation::None, Blocking::auto(1, 3, 2));
+    /// assert_eq!(Linear::<f32>::new(cfg, 0)?.bias_grad(), &[0.0, 0.0]);
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
+    pub fn bias_grad(&self) -> &[f32] {
+        &self.grad_b[..self.cfg.out_features]
+    }
+
+    /// A zero input tensor for `batch` rows, blocked as this layer reads it.
+    ///
+    /// # Errors
+    ///
+    /// Never for a valid layer (block sizes are positive).
+    ///
+    /// ```
+    /// use dlrm_kernels::linear::{Activation, Blocking, Linear, LinearConfig};
+    /// let cfg = LinearConfig::new(3, 2, Activation::None, Blocking::auto(5, 3, 2));
+    /// assert_eq!(Linear::<f32>::new(cfg, 0)?.input_zeros(5)?.cols(), 3);
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
+    pub fn input_zeros(&self, batch: usize) -> Result<Blocked<T>> {
+        let b = self.cfg.blocking;
+        Blocked::zeros(batch, self.cfg.in_features, b.bn, b.bc)
+    }
+
+    /// A zero output tensor for `batch` rows, blocked as this layer writes it.
+    ///
+    /// # Errors
+    ///
+    /// Never for a valid layer (block sizes are positive).
+    ///
+    /// ```
+    /// use dlrm_kernels::linear::{Activation, Blocking, Linear, LinearConfig};
+    /// let cfg = LinearConfig::new(3, 2, Activation::None, Blocking::auto(5, 3, 2));
+    /// assert_eq!(Linear::<f32>::new(cfg, 0)?.output_zeros(5)?.cols(), 2);
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
+    pub fn output_zeros(&self, batch: usize) -> Result<Blocked<T>> {
+        let b = self.cfg.blocking;
+        Blocked::zeros(batch, self.cfg.out_features, b.bn, b.bk)
+    }
+
+    fn check_x(&self, x: &Blocked<T>, rows: usize) -> Result<()> {
+        let b = self.cfg.blocking;
+        x.check_shape("layer input", rows, self.cfg.in_features, b.bn, b.bc)
+    }
+
+    fn check_y(&self, what: &str, y: &Blocked<T>, rows: usize) -> Result<()> {
+        let b = self.cfg.blocking;
+        y.check_shape(what, rows, self.cfg.out_features, b.bn, b.bk)
+    }
+
+    /// Forward: `y = f(x W^T + b)`; padding of `y` is written as zero.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Shape`] if `x` or `y` has another shape or blocking than the layer's
+    /// (nothing is written).
+    ///
+    /// ```
+    /// use dlrm_kernels::linear::{Activation, Blocking, Linear, LinearConfig};
+    /// let cfg = LinearConfig::new(3, 2, Activation::Sigmoid, Blocking::auto(2, 3, 2));
+    /// let layer = Linear::<f32>::new(cfg, 0)?;
+    /// let x = layer.input_zeros(2)?;
+    /// let mut y = layer.output_zeros(2)?;
+    /// layer.forward(&x, &mut y)?;
+    /// assert!(y.get(1, 1) > 0.0 && y.get(1, 1) < 1.0);
+    /// let mut wrong = layer.output_zeros(3)?;
+    /// assert!(layer.forward(&x, &mut wrong).is_err());
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
+    pub fn forward(&self, x: &Blocked<T>, y: &mut Blocked<T>) -> Result<()> {
+        let n = x.rows();
+        self.check_x(x, n)?;
+        self.check_y("layer output", y, n)?;
+        let Blocking { bn, bc, bk } = self.cfg.blocking;
+        let (cb, kb, k) = (self.cb, self.kb, self.cfg.out_features);
+        let xs = x.as_slice();
+        y.as_mut_slice()
+            .par_chunks_mut(bn * bk)
+            .enumerate()
+            .try_for_each_init(
+                || scratch(bn * bk),
+                |acc, (t, y_blk)| -> Result<()> {
+                    let (nb, j) = (t / kb, t % kb);
+                    let a = &xs[nb * cb * bn * bc..][..cb * bn * bc];
+                    let b = &self.w[j * cb * self.w_block..][..cb * self.w_block];
+                    self.fwd.run(Batch::strided(a, b, cb), acc)?;
+                    bias_act(
+                        &self.cvt,
+                        acc,
+                        bn,
+                        bk,
+                        (n - nb * bn).min(bn),
+                        (k - j * bk).min(bk),
+                        &self.bias[j * bk..],
+                        self.cfg.activation,
+                        y_blk,
+                    );
+                    Ok(())
+                },
+            )
+    }
+
+    /// `dy <- dy * f'(y)`: the gradient before the activation, from the one after it. The
+    /// derivative is taken from the output `y` (for ReLU: `y > 0`, the mask).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Shape`] if `y` and `dy` are not both this layer's output shape.
+    ///
+    /// ```
+    /// use dlrm_kernels::blocked::Blocked;
+    /// use dlrm_kernels::linear::{Activation, Blocking, Linear, LinearConfig};
+    /// let cfg = LinearConfig::new(1, 2, Activation::Relu, Blocking::auto(1, 1, 2));
+    /// let layer = Linear::<f32>::new(cfg, 0)?;
+    /// let y = Blocked::from_row_major(&[0.0, 2.0], 1, 2, 1, 2)?;
+    /// let mut dy = Blocked::from_row_major(&[1.0, 1.0], 1, 2, 1, 2)?;
+    /// layer.activation_backward(&y, &mut dy)?;
+    /// assert_eq!((dy.get(0, 0), dy.get(0, 1)), (0.0, 1.0));
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
+    pub fn activation_backward(&self, y: &Blocked<T>, dy: &mut Blocked<T>) -> Result<()> {
+        let n = y.rows();
+        self.check_y("layer output", y, n)?;
+        self.check_y("output gradient", dy, n)?;
+        let act = self.cfg.activation;
+        let chunk = 4096;
+        dy.as_mut_slice()
+            .par_chunks_mut(chunk)
+            .zip(y.as_slice().par_chunks(chunk))
+            .for_each(|(d, y)| eltwise::act_backward(d, y, act));
+        Ok(())
+    }
+
+    /// Backward-data: `dx = dy' W`, where `dy'` is the gradient before the activation (see
+    /// [`Linear::activation_backward`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Shape`] on a shape or blocking mismatch (nothing is written).
+    ///
+    /// ```
+    /// use dlrm_kernels::blocked::Blocked;
+    /// use dlrm_kernels::linear::{Activation, Blocking, Linear, LinearConfig};
+    /// let cfg = LinearConfig::new(2, 1, Activation::None, Blocking::auto(1, 2, 1));
+    /// let mut layer = Linear::<f32>::new(cfg, 0)?;
+    /// layer.set_parameters(&[3.0, 4.0], &[0.0])?;
+    /// let dy = Blocked::from_row_major(&[2.0], 1, 1, 1, 1)?;
+    /// let mut dx = layer.input_zeros(1)?;
+    /// layer.backward_data(&dy, &mut dx)?;
+    /// assert_eq!((dx.get(0, 0), dx.get(0, 1)), (6.0, 8.0));
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
+    pub fn backward_data(&mut self, dy: &Blocked<T>, dx: &mut Blocked<T>) -> Result<()> {
+        let n = dy.rows();
+        self.check_y("output gradient", dy, n)?;
+        self.check_x(dx, n)?;
+        self.transpose_weights();
+        let Blocking { bn, bc, bk } = self.cfg.blocking;
+        let (cb, kb) = (self.cb, self.kb);
+        let dys = dy.as_slice();
+        let this = &*self;
+        dx.as_mut_slice()
+            .par_chunks_mut(bn * bc)
+            .enumerate()
+            .try_for_each_init(
+                || scratch(bn * bc),
+                |acc, (t, dx_blk)| -> Result<()> {
+                    let (nb, j) = (t / cb, t % cb);
+                    let a = &dys[nb * kb * bn * bk..][..kb * bn * bk];
+                    let b = &this.wt[j * kb * this.wt_block..][..kb * this.wt_block];
+                    this.bwd_data.run(Batch::strided(a, b, kb), acc)?;
+                    eltwise::store(&this.cvt, acc, dx_blk);
+                    Ok(())
+                },
+            )
+    }
+
+    /// `wt(cb, kb) = W(kb, cb)^T` for every block (bf16: re-paired along `bk`).
+    fn transpose_weights(&mut self) {
+        let Blocking { bc, bk, .. } = self.cfg.blocking;
+        let (cb, kb, wbl, wtbl) = (self.cb, self.kb, self.w_block, self.wt_block);
+        self.wt.resize(cb * kb * wtbl, T::default());
+        let w = &self.w;
+        let bf = T::DTYPE == DType::Bf16;
+        self.wt
+            .par_chunks_mut(wtbl)
+            .enumerate()
+            .for_each(|(t, wt_blk)| {
+                let (j, i) = (t / kb, t % kb);
+                let w_blk = &w[(i * cb + j) * wbl..][..wbl];
+                if bf {
+                    for c in 0..bc {
+                        for k in 0..bk {
+                            wt_blk[vnni::index(k, c, bc)] = w_blk[vnni::index(c, k, bk)];
+                        }
+                    }
+                } else {
+                    transpose(w_blk, bc, bk, wt_blk);
+                }
+            });
+    }
+
+    /// Prepare the operands of the bf16 weight-gradient BRGEMMs: `x^T` blocks, and `dy'`
+    /// re-paired along the batch (VNNI-2). f32 reads both as they are.
+    fn prepare_weight_grad(&mut self, x: &Blocked<T>, dy: &Blocked<T>) {
+        let Blocking { bn, bc, bk } = self.cfg.blocking;
+        let (cb, kb, nb) = (self.cb, self.kb, x.row_blocks());
+        if T::DTYPE == DType::Bf16 {
+            self.xt.resize(cb * nb * bc * bn, T::default());
+            self.xt
+                .par_chunks_mut(bc * bn)
+                .enumerate()
+                .for_each(|(t, xt_blk)| transpose(x.block(t % nb, t / nb), bn, bc, xt_blk));
+            let pl = vnni::packed_len(bn, bk);
+            self.dyv.resize(kb * nb * pl, T::default());
+            self.dyv
+                .par_chunks_mut(pl)
+                .enumerate()
+                .for_each(|(t, v_blk)| {
+                    let src = dy.block(t % nb, t / nb);
+                    pack_pairs(src, bn, bk, v_blk);
+                });
+        }
+    }
+
+    /// Run the weight-gradient BRGEMM of block (kb = `i`, cb = `j`) into `acc` (`bc x bk`).
+    fn weight_grad_block(
+        &self,
+        x: &Blocked<T>,
+        dy: &Blocked<T>,
+        i: usize,
+        j: usize,
+        acc: &mut [f32],
+    ) -> Result<()> {
+        let Blocking { bn, bc, bk } = self.cfg.blocking;
+        let nb = dy.row_blocks();
+        if T::DTYPE == DType::Bf16 {
+            let a = &self.xt[j * nb * bc * bn..][..nb * bc * bn];
+            let pl = vnni::packed_len(bn, bk);
+            let b = &self.dyv[i * nb * pl..][..nb * pl];
+            self.bwd_weights.run(Batch::strided(a, b, nb), acc)?;
+        } else {
+            let a = &x.as_slice()[j * bn * bc..];
+            let b = &dy.as_slice()[i * bn * bk..];
+            self.bwd_weights.run(Batch::strided(a, b, nb), acc)?;
+        }
+        Ok(())
+    }
+
+    /// Bias gradient: column sums of `dy'`.
+    fn bias_grad_from(&mut self, dy: &Blocked<T>) {
+        let Blocking { bn, bk, .. } = self.cfg.blocking;
+        let nb = dy.row_blocks();
+        self.grad_b
+            .par_chunks_mut(bk)
+            .enumerate()
+            .for_each(|(j, db)| {
+                db.fill(0.0);
+                for i in 0..nb {
+                    column_sums(dy.block(i, j), bn, bk, db);
+                }
+            });
+    }
+
+    /// Backward-weights: `dW = dy'^T x` and `db = column sums of dy'`, kept in the layer for
+    /// [`Linear::update`] (see [`Linear::weight_grad`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Shape`] on a shape or blocking mismatch (nothing is changed).
+    ///
+    /// ```
+    /// use dlrm_kernels::blocked::Blocked;
+    /// use dlrm_kernels::linear::{Activation, Blocking, Linear, LinearConfig};
+    /// let cfg = LinearConfig::new(2, 1, Activation::None, Blocking::auto(1, 2, 1));
+    /// let mut layer = Linear::<f32>::new(cfg, 0)?;
+    /// let x = Blocked::from_row_major(&[1.0, 2.0], 1, 2, 1, 2)?;
+    /// let dy = Blocked::from_row_major(&[3.0], 1, 1, 1, 1)?;
+    /// layer.backward_weights(&x, &dy)?;
+    /// assert_eq!(layer.weight_grad(), vec![3.0, 6.0]);
+    /// assert_eq!(layer.bias_grad(), &[3.0]);
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
+    pub fn backward_weights(&mut self, x: &Blocked<T>, dy: &Blocked<T>) -> Result<()> {
+        let n = x.rows();
+        self.check_x(x, n)?;
+        self.check_y("output gradient", dy, n)?;
+        self.prepare_weight_grad(x, dy);
+        self.bias_grad_from(dy);
+        let Blocking { bc, bk, .. } = self.cfg.blocking;
+        let (cb, wbl) = (self.cb, self.w_block);
+        let mut grad_w = std::mem::take(&mut self.grad_w);
+        grad_w.resize(self.w.len(), 0.0);
+        let bf = T::DTYPE == DType::Bf16;
+        let this = &*self;
+        let res = grad_w.par_chunks_mut(wbl).enumerate().try_for_each_init(
+            || scratch(bc * bk),
+            |acc, (t, g_blk)| -> Result<()> {
+                this.weight_grad_block(x, dy, t / cb, t % cb, acc)?;
+                if bf {
+                    pairs_from_rows(acc, bc, bk, g_blk);
+                } else {
+                    g_blk.copy_from_slice(acc);
+                }
+                Ok(())
+            },
+        );
+        self.grad_w = grad_w;
+        res
+    }
+
+    /// SGD with the gradients of the last [`Linear::backward_weights`]:
+    /// `W -= lr * dW`, `b -= lr * db` (Split-SGD in bf16: exact fp32 master update).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] if no gradient has been computed yet (nothing is changed).
+    ///
+    /// ```
+    /// use dlrm_kernels::blocked::Blocked;
+    /// use dlrm_kernels::linear::{Activation, Blocking, Linear, LinearConfig};
+    /// let cfg = LinearConfig::new(1, 1, Activation::None, Blocking::auto(1, 1, 1));
+    /// let mut layer = Linear::<f32>::new(cfg, 0)?;
+    /// layer.set_parameters(&[1.0], &[0.0])?;
+    /// let x = Blocked::from_row_major(&[2.0], 1, 1, 1, 1)?;
+    /// let dy = Blocked::from_row_major(&[1.0], 1, 1, 1, 1)?;
+    /// layer.backward_weights(&x, &dy)?;
+    /// layer.update(0.25)?;
+    /// assert_eq!((layer.weights(), layer.bias()), (vec![0.5], &[-0.25][..]));
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
+    pub fn update(&mut self, lr: f32) -> Result<()> {
+        if self.grad_w.len() != self.w.len() {
+            return Err(Error::Config(
+                "update called before backward_weights computed a gradient".into(),
+            ));
+        }
+        let wbl = self.w_block;
+        let sgd = self.sgd;
+        match T::view_mut(&mut self.w) {
+            SliceMut::F32(w) => w
+                .par_chunks_mut(wbl)
+                .zip(self.grad_w.par_chunks(wbl))
+                .try_for_each(|(w, g)| sgd.sgd(w, g, lr))?,
+            SliceMut::Bf16(hi) => hi
+                .par_chunks_mut(wbl)
+                .zip(self.w_lo.par_chunks_mut(wbl))
+                .zip(self.grad_w.par_chunks(wbl))
+                .try_for_each(|((hi, lo), g)| sgd.split_sgd(hi, lo, g, lr))?,
+        }
+        sgd.sgd(&mut self.bias, &self.grad_b, lr)?;
+        Ok(())
+    }
+
+    /// Backward-weights with SGD fused in: each weight block's gradient is applied the moment
+    /// it is computed, so no weight-gradient buffer exists. Same result, bit for bit, as
+    /// [`Linear::backward_weights`] followed by [`Linear::update`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Shape`] on a shape or blocking mismatch (nothing is changed).
+    ///
+    /// ```
+    /// use dlrm_kernels::blocked::Blocked;
+    /// use dlrm_kernels::linear::{Activation, Blocking, Linear, LinearConfig};
+    /// let cfg = LinearConfig::new(1, 1, Activation::None, Blocking::auto(1, 1, 1));
+    /// let mut layer = Linear::<f32>::new(cfg, 0)?;
+    /// layer.set_parameters(&[1.0], &[0.0])?;
+    /// let x = Blocked::from_row_major(&[2.0], 1, 1, 1, 1)?;
+    /// let dy = Blocked::from_row_major(&[1.0], 1, 1, 1, 1)?;
+    /// layer.backward_weights_update(&x, &dy, 0.25)?;
+    /// assert_eq!(layer.weights(), vec![0.5]);
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
+    pub fn backward_weights_update(
+        &mut self,
+        x: &Blocked<T>,
+        dy: &Blocked<T>,
+        lr: f32,
+    ) -> Result<()> {
+        let n = x.rows();
+        self.check_x(x, n)?;
+        self.check_y("output gradient", dy, n)?;
+        self.prepare_weight_grad(x, dy);
+        self.bias_grad_from(dy);
+        let Blocking { bc, bk, .. } = self.cfg.blocking;
+        let (cb, wbl, sgd) = (self.cb, self.w_block, self.sgd);
+        let mut w = std::mem::take(&mut self.w);
+        let mut w_lo = std::mem::take(&mut self.w_lo);
+        let this = &*self;
+        let res = match T::view_mut(&mut w) {
+            SliceMut::F32(w) => w.par_chunks_mut(wbl).enumerate().try_for_each_init(
+                || scratch(bc * bk),
+                |acc, (t, w_blk)| -> Result<()> {
+                    this.weight_grad_block(x, dy, t / cb, t % cb, acc)?;
+                    sgd.sgd(w_blk, acc, lr)?;
+                    Ok(())
+                },
+            ),
+            SliceMut::Bf16(hi) => hi
+                .par_chunks_mut(wbl)
+                .zip(w_lo.par_chunks_mut(wbl))
+                .enumerate()
+                .try_for_each_init(
+                    || (scratch(bc * bk), scratch(wbl)),
+                    |(acc, g), (t, (hi, lo))| -> Result<()> {
+                        this.weight_grad_block(x, dy, t / cb, t % cb, acc)?;
+                        pairs_from_rows(acc, bc, bk, g);
+                        sgd.split_sgd(hi, lo, g, lr)?;
+                        Ok(())
+                    },
+                ),
+        };
+        self.w = w;
+        self.w_lo = w_lo;
+        res?;
+        sgd.sgd(&mut self.bias, &self.grad_b, lr)?;
+        Ok(())
+    }
+}
+
+/// Pack a row-major `k x n` block into VNNI-2 (`[ceil(k/2)][n][2]`, padding zero).
+fn pack_pairs<T: Element>(src: &[T], k: usize, n: usize, dst: &mut [T]) {
+    for kk in 0..k.div_ceil(2) * 2 {
+        for j in 0..n {
+            dst[vnni::index(kk, j, n)] = if kk < k {
+                src[kk * n + j]
+            } else {
+                T::default()
+            };
+        }
+    }
+}
+
+/// Re-order a row-major `k x n` f32 block into VNNI-2 positions (padding left untouched).
+fn pairs_from_rows(src: &[f32], k: usize, n: usize, dst: &mut [f32]) {
+    for kk in 0..k {
+        for j in 0..n {
+            dst[vnni::index(kk, j, n)] = src[kk * n + j];
+        }
+    }
+}

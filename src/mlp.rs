@@ -1,0 +1,446 @@
+//! A stack of [`Linear`] layers that keeps the blocked layout between layers, with
+//! row-major f32 at its edges.
+//!
+//! ```
+//! use dlrm_kernels::mlp::{Mlp, MlpConfig};
+//!
+//! // 13 -> 64 -> 16 -> 1 (ReLU inside, sigmoid at the end), batch 8.
+//! let cfg = MlpConfig::new(vec![13, 64, 16, 1], 8);
+//! let mut mlp = Mlp::<f32>::new(cfg.with_sigmoid_output(), 42)?;
+//! let input = vec![0.5f32; 8 * 13];
+//! mlp.forward(&input)?;
+//! let mut out = vec![0f32; 8];
+//! mlp.output_row_major(&mut out)?;
+//! assert!(out.iter().all(|&p| p > 0.0 && p < 1.0));
+//! // Gradient of the loss w.r.t. the output, then one fused backward + SGD step.
+//! mlp.backward_step(&vec![0.1f32; 8], false, 0.01)?;
+//! # Ok::<(), dlrm_kernels::Error>(())
+//! ```
+
+use crate::blocked::Blocked;
+use crate::error::{Error, Result};
+use crate::kernels::Element;
+use crate::linear::{Activation, Blocking, Linear, LinearConfig, default_block};
+
+/// The shape of an [`Mlp`].
+///
+/// ```
+/// use dlrm_kernels::mlp::MlpConfig;
+/// let cfg = MlpConfig::new(vec![512, 512, 64], 2048);
+/// assert_eq!(cfg.layer_configs().len(), 2);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MlpConfig {
+    /// Feature sizes, input first: `[13, 512, 256, 64]` is three layers.
+    pub sizes: Vec<usize>,
+    /// Activation of every layer but the last.
+    pub hidden_activation: Activation,
+    /// Activation of the last layer.
+    pub output_activation: Activation,
+    /// Rows per batch (the last batch of an epoch may have fewer; see [`Mlp::forward`]).
+    pub batch: usize,
+    /// Override of the batch block `bn` (default: `min(batch, 64)`).
+    pub batch_block: Option<usize>,
+    /// Override of the feature block size (default: `min(size, 64)` per layer).
+    pub feature_block: Option<usize>,
+}
+
+impl MlpConfig {
+    /// ReLU everywhere (the DLRM bottom MLP), default blocking.
+    ///
+    /// ```
+    /// let c = dlrm_kernels::mlp::MlpConfig::new(vec![4, 2], 1);
+    /// assert_eq!(c.output_activation, dlrm_kernels::linear::Activation::Relu);
+    /// ```
+    pub fn new(sizes: Vec<usize>, batch: usize) -> Self {
+        MlpConfig {
+            sizes,
+            hidden_activation: Activation::Relu,
+            output_activation: Activation::Relu,
+            batch,
+            batch_block: None,
+            feature_block: None,
+        }
+    }
+
+    /// The same with a sigmoid on the last layer (the DLRM top MLP).
+    ///
+    /// ```
+    /// let c = dlrm_kernels::mlp::MlpConfig::new(vec![4, 1], 1).with_sigmoid_output();
+    /// assert_eq!(c.output_activation, dlrm_kernels::linear::Activation::Sigmoid);
+    /// ```
+    pub fn with_sigmoid_output(mut self) -> Self {
+        self.output_activation = Activation::Sigmoid;
+        self
+    }
+
+    fn feature_block(&self, dim: usize) -> usize {
+        match self.feature_block {
+            Some(b) => b.clamp(1, dim.max(1)),
+            None => default_block(dim),
+        }
+    }
+
+    /// The config of each layer.
+    ///
+    /// ```
+    /// let c = dlrm_kernels::mlp::MlpConfig::new(vec![13, 512, 1], 100);
+    /// let l = c.layer_configs();
+    /// assert_eq!((l[0].blocking.bc, l[0].blocking.bk, l[1].blocking.bk), (13, 64, 1));
+    /// ```
+    pub fn layer_configs(&self) -> Vec<LinearConfig> {
+        let bn = self.batch_block.unwrap_or(default_block(self.batch));
+        let last = self.sizes.len().saturating_sub(2);
+        self.sizes
+            .windows(2)
+            .enumerate()
+            .map(|(l, w)| {
+                let act = if l == last {
+                    self.output_activation
+                } else {
+                    self.hidden_activation
+                };
+                let blocking = Blocking {
+                    bn,
+                    bc: self.feature_block(w[0]),
+                    bk: self.feature_block(w[1]),
+                };
+                LinearConfig::new(w[0], w[1], act, blocking)
+            })
+            .collect()
+    }
+
+    /// FLOP of one forward + backward + weight-gradient pass over `batch` rows.
+    ///
+    /// ```
+    /// let c = dlrm_kernels::mlp::MlpConfig::new(vec![2, 3, 4], 1);
+    /// assert_eq!(c.flops(10), 3 * 2 * 10 * (2 * 3 + 3 * 4));
+    /// ```
+    pub fn flops(&self, batch: usize) -> u64 {
+        self.layer_configs().iter().map(|l| l.flops(batch)).sum()
+    }
+}
+
+/// A multi-layer perceptron of [`Linear`] layers, f32 or bf16 (Split-SGD). See the
+/// [module docs](self).
+#[derive(Debug, Clone)]
+pub struct Mlp<T: Element> {
+    cfg: MlpConfig,
+    layers: Vec<Linear<T>>,
+    /// `acts[0]` is the input, `acts[l + 1]` the output of layer `l`.
+    acts: Vec<Blocked<T>>,
+    /// `grads[l]` is the gradient w.r.t. `acts[l]`.
+    grads: Vec<Blocked<T>>,
+}
+
+impl<T: Element> Mlp<T> {
+    /// An MLP initialised as the DLRM reference does, layer `l` from seed `seed + l`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for fewer than two sizes, a zero size or a zero batch.
+    ///
+    /// ```
+    /// use dlrm_kernels::mlp::{Mlp, MlpConfig};
+    /// assert!(Mlp::<f32>::new(MlpConfig::new(vec![4], 8), 0).is_err());
+    /// ```
+    pub fn new(cfg: MlpConfig, seed: u64) -> Result<Self> {
+        if cfg.sizes.len() < 2 {
+            return Err(Error::Config(format!(
+                "an MLP needs at least an input and an output size, got {:?}",
+                cfg.sizes
+            )));
+        }
+        if cfg.batch == 0 {
+            return Err(Error::Config("MLP batch size must be positive".into()));
+        }
+        if let Some(pos) = cfg.sizes.iter().position(|&s| s == 0) {
+            return Err(Error::Config(format!(
+                "MLP size {pos} is zero in {:?}",
+                cfg.sizes
+            )));
+        }
+        let layers = cfg
+            .layer_configs()
+            .into_iter()
+            .enumerate()
+            .map(|(l, lc)| Linear::new(lc, seed.wrapping_add(l as u64)))
+            .collect::<Result<Vec<_>>>()?;
+        let mut acts = vec![layers[0].input_zeros(cfg.batch)?];
+        for layer in &layers {
+            acts.push(layer.output_zeros(cfg.batch)?);
+        }
+        let grads = acts.clone();
+        Ok(Mlp {
+            cfg,
+            layers,
+            acts,
+            grads,
+        })
+    }
+
+    /// The configuration.
+    ///
+    /// ```
+    /// use dlrm_kernels::mlp::{Mlp, MlpConfig};
+    /// let m = Mlp::<f32>::new(MlpConfig::new(vec![4, 2], 8), 0)?;
+    /// assert_eq!(m.config().sizes, vec![4, 2]);
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
+    pub fn config(&self) -> &MlpConfig {
+        &self.cfg
+    }
+
+    /// The layers.
+    ///
+    /// ```
+    /// use dlrm_kernels::mlp::{Mlp, MlpConfig};
+    /// let m = Mlp::<f32>::new(MlpConfig::new(vec![4, 3, 2], 8), 0)?;
+    /// assert_eq!(m.layers().len(), 2);
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
+    pub fn layers(&self) -> &[Linear<T>] {
+        &self.layers
+    }
+
+    /// The layers, mutable (e.g. to load parameters).
+    ///
+    /// ```
+    /// use dlrm_kernels::mlp::{Mlp, MlpConfig};
+    /// let mut m = Mlp::<f32>::new(MlpConfig::new(vec![1, 1], 1), 0)?;
+    /// m.layers_mut()[0].set_parameters(&[2.0], &[0.0])?;
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
+    pub fn layers_mut(&mut self) -> &mut [Linear<T>] {
+        &mut self.layers
+    }
+
+    /// Rows of the current batch.
+    ///
+    /// ```
+    /// use dlrm_kernels::mlp::{Mlp, MlpConfig};
+    /// assert_eq!(Mlp::<f32>::new(MlpConfig::new(vec![1, 1], 5), 0)?.batch(), 5);
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
+    pub fn batch(&self) -> usize {
+        self.acts[0].rows()
+    }
+
+    /// Resize every activation and gradient to `rows` (no-op if unchanged).
+    fn set_batch(&mut self, rows: usize) {
+        if rows != self.batch() {
+            for t in self.acts.iter_mut().chain(self.grads.iter_mut()) {
+                t.reshape_rows(rows);
+            }
+        }
+    }
+
+    /// The blocked input tensor for a batch of `rows`, to be filled in place (e.g. by the
+    /// interaction) before [`Mlp::forward_from_input`].
+    ///
+    /// ```
+    /// use dlrm_kernels::mlp::{Mlp, MlpConfig};
+    /// let mut m = Mlp::<f32>::new(MlpConfig::new(vec![3, 2], 4), 0)?;
+    /// assert_eq!(m.input_mut(4).cols(), 3);
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
+    pub fn input_mut(&mut self, rows: usize) -> &mut Blocked<T> {
+        self.set_batch(rows);
+        &mut self.acts[0]
+    }
+
+    /// Forward pass from a row-major `rows x sizes[0]` f32 input; any number of rows
+    /// (buffers are resized when it changes).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Shape`] if the input length is not a multiple of the input size.
+    ///
+    /// ```
+    /// use dlrm_kernels::mlp::{Mlp, MlpConfig};
+    /// let mut m = Mlp::<f32>::new(MlpConfig::new(vec![3, 2], 4), 0)?;
+    /// m.forward(&[0.0; 6])?; // 2 rows
+    /// assert_eq!(m.batch(), 2);
+    /// assert!(m.forward(&[0.0; 7]).is_err());
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
+    pub fn forward(&mut self, input: &[f32]) -> Result<()> {
+        let c = self.cfg.sizes[0];
+        if input.len() % c != 0 {
+            return Err(Error::Shape {
+                what: format!("MLP input length (a multiple of {c})"),
+                expected: input.len().div_ceil(c) * c,
+                got: input.len(),
+            });
+        }
+        self.input_mut(input.len() / c).copy_from_row_major(input)?;
+        self.forward_from_input()
+    }
+
+    /// Forward pass from the blocked input already in place (see [`Mlp::input_mut`]).
+    ///
+    /// # Errors
+    ///
+    /// Kernel errors only (shapes are kept consistent by the MLP).
+    ///
+    /// ```
+    /// use dlrm_kernels::mlp::{Mlp, MlpConfig};
+    /// let mut m = Mlp::<f32>::new(MlpConfig::new(vec![1, 1], 1), 0)?;
+    /// m.input_mut(1).copy_from_row_major(&[1.0])?;
+    /// m.forward_from_input()?;
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
+    pub fn forward_from_input(&mut self) -> Result<()> {
+        for (l, layer) in self.layers.iter().enumerate() {
+            let (done, rest) = self.acts.split_at_mut(l + 1);
+            layer.forward(&done[l], &mut rest[0])?;
+        }
+        Ok(())
+    }
+
+    /// The output of the last forward pass, blocked.
+    ///
+    /// ```
+    /// use dlrm_kernels::mlp::{Mlp, MlpConfig};
+    /// let m = Mlp::<f32>::new(MlpConfig::new(vec![3, 2], 4), 0)?;
+    /// assert_eq!(m.output().cols(), 2);
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
+    pub fn output(&self) -> &Blocked<T> {
+        self.acts.last().expect("at least one layer")
+    }
+
+    /// The output of the last forward pass as row-major f32 (`batch x sizes.last()`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Shape`] if `out` has another length.
+    ///
+    /// ```
+    /// use dlrm_kernels::mlp::{Mlp, MlpConfig};
+    /// let mut m = Mlp::<f32>::new(MlpConfig::new(vec![3, 2], 4), 0)?;
+    /// m.forward(&[1.0; 12])?;
+    /// let mut out = [0f32; 8];
+    /// m.output_row_major(&mut out)?;
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
+    pub fn output_row_major(&self, out: &mut [f32]) -> Result<()> {
+        self.output().to_row_major(out)
+    }
+
+    /// The gradient w.r.t. the input from the last backward pass that asked for it.
+    ///
+    /// ```
+    /// use dlrm_kernels::mlp::{Mlp, MlpConfig};
+    /// let m = Mlp::<f32>::new(MlpConfig::new(vec![3, 2], 4), 0)?;
+    /// assert_eq!(m.input_grad().cols(), 3);
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
+    pub fn input_grad(&self) -> &Blocked<T> {
+        &self.grads[0]
+    }
+
+    /// Backward pass from the row-major gradient of the loss w.r.t. the output; stores each
+    /// layer's weight and bias gradients for [`Mlp::step`], and the input gradient if
+    /// `input_grad` is true.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Shape`] if `d_output` is not `batch x sizes.last()` (nothing is changed).
+    ///
+    /// ```
+    /// use dlrm_kernels::mlp::{Mlp, MlpConfig};
+    /// let mut m = Mlp::<f32>::new(MlpConfig::new(vec![3, 2], 4), 0)?;
+    /// m.forward(&[1.0; 12])?;
+    /// m.backward(&[0.5; 8], true)?;
+    /// m.step(0.1)?;
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
+    pub fn backward(&mut self, d_output: &[f32], input_grad: bool) -> Result<()> {
+        self.backward_impl(d_output, input_grad, None)
+    }
+
+    /// SGD on every layer with the gradients of the last [`Mlp::backward`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] if no backward pass has run.
+    ///
+    /// ```
+    /// use dlrm_kernels::mlp::{Mlp, MlpConfig};
+    /// let mut m = Mlp::<f32>::new(MlpConfig::new(vec![3, 2], 4), 0)?;
+    /// assert!(m.step(0.1).is_err());
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
+    pub fn step(&mut self, lr: f32) -> Result<()> {
+        self.layers.iter_mut().try_for_each(|l| l.update(lr))
+    }
+
+    /// Backward pass with SGD fused into each layer's weight-gradient pass (no gradient
+    /// buffers); the same result as [`Mlp::backward`] then [`Mlp::step`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Shape`] if `d_output` is not `batch x sizes.last()` (nothing is changed).
+    ///
+    /// ```
+    /// use dlrm_kernels::mlp::{Mlp, MlpConfig};
+    /// let mut m = Mlp::<half::bf16>::new(MlpConfig::new(vec![3, 2], 4), 0)?;
+    /// m.forward(&[1.0; 12])?;
+    /// m.backward_step(&[0.5; 8], false, 0.1)?;
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
+    pub fn backward_step(&mut self, d_output: &[f32], input_grad: bool, lr: f32) -> Result<()> {
+        self.backward_impl(d_output, input_grad, Some(lr))
+    }
+
+    /// Backward from the blocked output gradient already in place (see
+    /// [`Mlp::output_grad_mut`]); `lr` fuses SGD in.
+    ///
+    /// # Errors
+    ///
+    /// Kernel errors only.
+    ///
+    /// ```
+    /// use dlrm_kernels::mlp::{Mlp, MlpConfig};
+    /// let mut m = Mlp::<f32>::new(MlpConfig::new(vec![1, 1], 1), 0)?;
+    /// m.forward(&[1.0])?;
+    /// m.output_grad_mut().copy_from_row_major(&[1.0])?;
+    /// m.backward_from_output_grad(false, Some(0.1))?;
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
+    pub fn backward_from_output_grad(&mut self, input_grad: bool, lr: Option<f32>) -> Result<()> {
+        for l in (0..self.layers.len()).rev() {
+            let layer = &mut self.layers[l];
+            let (below, above) = self.grads.split_at_mut(l + 1);
+            let dy = &mut above[0];
+            layer.activation_backward(&self.acts[l + 1], dy)?;
+            if l > 0 || input_grad {
+                layer.backward_data(dy, &mut below[l])?;
+            }
+            match lr {
+                Some(lr) => layer.backward_weights_update(&self.acts[l], dy, lr)?,
+                None => layer.backward_weights(&self.acts[l], dy)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// The blocked gradient w.r.t. the output, to be filled before
+    /// [`Mlp::backward_from_output_grad`].
+    ///
+    /// ```
+    /// use dlrm_kernels::mlp::{Mlp, MlpConfig};
+    /// let mut m = Mlp::<f32>::new(MlpConfig::new(vec![3, 2], 4), 0)?;
+    /// assert_eq!(m.output_grad_mut().cols(), 2);
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
+    pub fn output_grad_mut(&mut self) -> &mut Blocked<T> {
+        self.grads.last_mut().expect("at least one layer")
+    }
+
+    fn backward_impl(&mut self, d_output: &[f32], input_grad: bool, lr: Option<f32>) -> Result<()> {
+        self.output_grad_mut().copy_from_row_major(d_output)?;
+        self.backward_from_output_grad(input_grad, lr)
+    }
+}
