@@ -15,5 +15,9 @@ pub mod rng;
 
 pub use error::{Error, Result};
 pub mod blocked;
+pub mod interaction;
 pub mod linear;
+pub mod loss;
+pub mod metrics;
 pub mod mlp;
+pub mod optim;
