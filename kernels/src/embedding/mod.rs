@@ -508,9 +508,9 @@ impl BagKernel {
     /// assert_eq!(out, [4.0, 6.0]);
     ///
     /// let mut mean = [0.0f32; 2];
-    /// let unweighted = Bags { weights: None, ..bags };
-    /// BagKernel::new(BagKernelDesc::new(2))?.pool(&table, &unweighted, Pooling::Mean, &mut mean, 2)?;
-    /// assert_eq!(mean, [7.0 / 3.0, 10.0 / 3.0]);
+    /// let first_two = Bags { end: 2, weights: None, ..bags }; // the bag of rows 0 and 1
+    /// BagKernel::new(BagKernelDesc::new(2))?.pool(&table, &first_two, Pooling::Mean, &mut mean, 2)?;
+    /// assert_eq!(mean, [2.0, 3.0]);
     /// # Ok::<(), dlrm_microkernels::embedding::BagError>(())
     /// ```
     pub fn pool<T: Element, I: BagIndex, O: Element>(
