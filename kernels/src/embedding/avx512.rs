@@ -1,0 +1,455 @@
+//! AVX-512 (F, BW, VL, DQ) embedding-bag kernels: pooling with software prefetch, and the
+//! fused coalesce-and-update. Generic bodies, thin `#[target_feature]` shims.
+//!
+//! The arithmetic matches the portable code in `mod.rs` operation for operation (products
+//! rounded before they are added, the same lane order for sums of squares), so every ISA
+//! gives the same bits.
+
+use core::arch::x86_64::*;
+
+use half::bf16;
+
+use super::{BagIndex, Bags, Lookup, RowUpdate, RowsMut};
+use crate::microkernel::{round_to_bf16_bits, widen_bf16};
+
+/// Largest number of zmm accumulators a pooled row block keeps in registers (128 floats).
+const MAX_NV: usize = 8;
+
+/// Mask of the first `n` lanes (all 16 for `n >= 16`).
+#[inline(always)]
+fn lanes(n: usize) -> __mmask16 {
+    if n >= 16 {
+        !0
+    } else {
+        ((1u32 << n) - 1) as __mmask16
+    }
+}
+
+/// Issue a T0 prefetch for every cache line of `[addr, addr + bytes)` (`bytes > 0`).
+///
+/// Prefetches never fault and have no effect on program semantics; the address is only a
+/// hint, so it is passed as an integer.
+#[inline(always)]
+fn prefetch_span(addr: usize, bytes: usize) {
+    let last = addr + bytes - 1;
+    let mut line = addr & !63;
+    while line <= last {
+        // SAFETY: `prefetcht0` is a hint that never faults and reads nothing the program
+        // observes; SSE is part of the x86-64 baseline.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(line as *const i8) };
+        line += 64;
+    }
+}
+
+/// A table element loaded as 16 f32 lanes.
+pub(crate) trait SimdRow: Copy {
+    /// Load the lanes on `mask` from `ptr` (others read nothing and are zero).
+    unsafe fn load(ptr: *const Self, mask: __mmask16) -> __m512;
+}
+
+impl SimdRow for f32 {
+    #[inline(always)]
+    unsafe fn load(ptr: *const f32, mask: __mmask16) -> __m512 {
+        // SAFETY: lanes on `mask` are inside the row (caller); masked-off lanes are not read.
+        unsafe { _mm512_maskz_loadu_ps(mask, ptr) }
+    }
+}
+
+impl SimdRow for bf16 {
+    #[inline(always)]
+    unsafe fn load(ptr: *const bf16, mask: __mmask16) -> __m512 {
+        // SAFETY: bf16 is a transparent u16; lanes on `mask` are inside the row (caller).
+        unsafe { widen_bf16(_mm256_maskz_loadu_epi16(mask, ptr.cast())) }
+    }
+}
+
+/// A pooled-output element stored from 16 f32 lanes.
+pub(crate) trait SimdOut: Copy {
+    /// Store the lanes on `mask` to `ptr` (others are not written).
+    unsafe fn store(ptr: *mut Self, mask: __mmask16, v: __m512);
+}
+
+impl SimdOut for f32 {
+    #[inline(always)]
+    unsafe fn store(ptr: *mut f32, mask: __mmask16, v: __m512) {
+        // SAFETY: lanes on `mask` are inside the output row (caller).
+        unsafe { _mm512_mask_storeu_ps(ptr, mask, v) }
+    }
+}
+
+impl SimdOut for bf16 {
+    #[inline(always)]
+    unsafe fn store(ptr: *mut bf16, mask: __mmask16, v: __m512) {
+        // SAFETY: as for f32; rounded to nearest even, the same bits as `bf16::from_f32`.
+        unsafe { _mm512_mask_cvtepi32_storeu_epi16(ptr.cast(), mask, round_to_bf16_bits(v)) }
+    }
+}
+
+/// Pool every bag of `bags` in column blocks of up to `16 * NV` floats kept in registers.
+///
+/// # Safety
+///
+/// As [`pool`], with `NV * 16 >= min(dim, 16 * MAX_NV)`.
+#[inline(always)]
+unsafe fn pool_nv<T: SimdRow, I: BagIndex, O: SimdOut, const NV: usize, const W: bool>(
+    table: &[T],
+    dim: usize,
+    bags: &Bags<'_, I>,
+    mean: bool,
+    prefetch: usize,
+    out: &mut [O],
+    stride: usize,
+) {
+    let (tp, idx, op) = (table.as_ptr(), bags.indices.as_ptr(), out.as_mut_ptr());
+    let wp = bags.weights.map_or(std::ptr::null(), <[f32]>::as_ptr);
+    let end = bags.end;
+    let esize = size_of::<T>();
+    let nb = bags.offsets.len();
+    for b in 0..nb {
+        let s = bags.offsets[b].to_i64() as usize;
+        let e = match bags.offsets.get(b + 1) {
+            Some(o) => o.to_i64() as usize,
+            None => end,
+        };
+        let mut col0 = 0;
+        while col0 < dim {
+            let cols = (dim - col0).min(16 * NV);
+            let masks: [__mmask16; NV] =
+                core::array::from_fn(|v| lanes(cols.saturating_sub(16 * v)));
+            // SAFETY: register-only AVX-512F operation (this body is only inlined into the
+            // `#[target_feature]` shim `pool`).
+            let mut acc = unsafe { [_mm512_setzero_ps(); NV] };
+            for j in s..e {
+                // SAFETY: s <= j < e <= end <= indices.len() (offsets validated), so
+                // `idx.add(j)` is an index of this bag; it was checked to be a row of the
+                // table, so the row block starting at `r * dim + col0` with `cols` elements
+                // lies inside `table`; with weights, `weights.len() == indices.len()`. The
+                // prefetched index is at a position below `end`, likewise checked.
+                unsafe {
+                    if prefetch > 0 && j + prefetch < end {
+                        let r = (*idx.add(j + prefetch)).to_i64() as usize;
+                        prefetch_span(tp.add(r * dim + col0) as usize, cols * esize);
+                    }
+                    let r = (*idx.add(j)).to_i64() as usize;
+                    let p = tp.add(r * dim + col0);
+                    if W {
+                        let w = _mm512_set1_ps(*wp.add(j));
+                        for (v, a) in acc.iter_mut().enumerate() {
+                            let x = T::load(p.add(16 * v), masks[v]);
+                            *a = _mm512_add_ps(*a, _mm512_mul_ps(w, x));
+                        }
+                    } else {
+                        for (v, a) in acc.iter_mut().enumerate() {
+                            *a = _mm512_add_ps(*a, T::load(p.add(16 * v), masks[v]));
+                        }
+                    }
+                }
+            }
+            if mean && e > s {
+                // SAFETY: register-only AVX-512F operations, as above.
+                unsafe {
+                    let scale = _mm512_set1_ps(1.0 / (e - s) as f32);
+                    for a in acc.iter_mut() {
+                        *a = _mm512_mul_ps(*a, scale);
+                    }
+                }
+            }
+            for (v, a) in acc.iter().enumerate() {
+                // SAFETY: bag b's output row `out[b * stride..][..dim]` lies inside `out`
+                // (checked by the caller); masked lanes stay below `dim`.
+                unsafe { O::store(op.add(b * stride + col0 + 16 * v), masks[v], *a) };
+            }
+            col0 += 16 * NV;
+        }
+    }
+}
+
+/// Pool every bag of `bags` into `out[b * stride..][..dim]`.
+///
+/// # Safety
+///
+/// The CPU has AVX-512 F/BW/VL/DQ; `bags` passed `check_offsets` and `check_indices` for
+/// `table.len() / dim` rows; `(bags.len() - 1) * stride + dim <= out.len()` and `dim > 0`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+pub(crate) unsafe fn pool<T: SimdRow, I: BagIndex, O: SimdOut>(
+    table: &[T],
+    dim: usize,
+    bags: &Bags<'_, I>,
+    mean: bool,
+    prefetch: usize,
+    out: &mut [O],
+    stride: usize,
+) {
+    macro_rules! go {
+        ($nv:literal) => {
+            if bags.weights.is_some() {
+                // SAFETY: forwarded from the caller; $nv vectors cover min(dim, 128).
+                unsafe {
+                    pool_nv::<T, I, O, $nv, true>(table, dim, bags, mean, prefetch, out, stride)
+                }
+            } else {
+                // SAFETY: as above.
+                unsafe {
+                    pool_nv::<T, I, O, $nv, false>(table, dim, bags, mean, prefetch, out, stride)
+                }
+            }
+        };
+    }
+    match dim.div_ceil(16).min(MAX_NV) {
+        1 => go!(1),
+        2 => go!(2),
+        3 => go!(3),
+        4 => go!(4),
+        5 => go!(5),
+        6 => go!(6),
+        7 => go!(7),
+        _ => go!(8),
+    }
+}
+
+/// Everything [`apply`] needs besides the rows and the optimizer, as checked raw parts.
+pub(crate) struct ApplyJob<'a> {
+    /// Elements per row.
+    pub dim: usize,
+    /// Table row of the block's first row.
+    pub first_row: usize,
+    /// The lookups, every row inside the block.
+    pub lookups: &'a [Lookup],
+    /// Start of the gradient rows.
+    pub grad: *const f32,
+    /// Distance between bags' gradient rows.
+    pub grad_stride: usize,
+    /// `dim.next_multiple_of(16)` floats of scratch.
+    pub scratch: *mut f32,
+    /// Lookups ahead whose rows are prefetched (0: none).
+    pub prefetch: usize,
+}
+
+/// Master-weight rows: loaded as f32, stored back.
+trait MasterRows: Copy {
+    /// The f32 master weights of the lanes on `mask` at element offset `off`.
+    unsafe fn load(self, off: usize, mask: __mmask16) -> __m512;
+    /// Store the lanes on `mask` at element offset `off`.
+    unsafe fn store(self, off: usize, mask: __mmask16, v: __m512);
+    /// Prefetch the `dim` elements at element offset `off`.
+    unsafe fn prefetch(self, off: usize, dim: usize);
+}
+
+#[derive(Clone, Copy)]
+struct F32Rows(*mut f32);
+
+impl MasterRows for F32Rows {
+    #[inline(always)]
+    unsafe fn load(self, off: usize, mask: __mmask16) -> __m512 {
+        // SAFETY: the lanes on `mask` at `off` are inside the block (caller).
+        unsafe { _mm512_maskz_loadu_ps(mask, self.0.add(off)) }
+    }
+    #[inline(always)]
+    unsafe fn store(self, off: usize, mask: __mmask16, v: __m512) {
+        // SAFETY: as for `load`.
+        unsafe { _mm512_mask_storeu_ps(self.0.add(off), mask, v) }
+    }
+    #[inline(always)]
+    unsafe fn prefetch(self, off: usize, dim: usize) {
+        // SAFETY: `off` is the start of a row inside the block (caller).
+        prefetch_span(unsafe { self.0.add(off) } as usize, dim * 4);
+    }
+}
+
+/// Split-SGD halves: `hi` (bf16 bits) and `lo`, joined to the exact f32 on load.
+#[derive(Clone, Copy)]
+struct SplitRows {
+    hi: *mut u16,
+    lo: *mut u16,
+}
+
+impl MasterRows for SplitRows {
+    #[inline(always)]
+    unsafe fn load(self, off: usize, mask: __mmask16) -> __m512 {
+        // SAFETY: the lanes on `mask` at `off` are inside both halves (caller).
+        unsafe {
+            let h = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, self.hi.add(off).cast()));
+            let l = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, self.lo.add(off).cast()));
+            _mm512_castsi512_ps(_mm512_or_si512(_mm512_slli_epi32::<16>(h), l))
+        }
+    }
+    #[inline(always)]
+    unsafe fn store(self, off: usize, mask: __mmask16, v: __m512) {
+        // SAFETY: as for `load`; the narrowing stores write only the lanes on `mask`.
+        unsafe {
+            let bits = _mm512_castps_si512(v);
+            _mm512_mask_cvtepi32_storeu_epi16(
+                self.hi.add(off).cast(),
+                mask,
+                _mm512_srli_epi32::<16>(bits),
+            );
+            _mm512_mask_cvtepi32_storeu_epi16(self.lo.add(off).cast(), mask, bits);
+        }
+    }
+    #[inline(always)]
+    unsafe fn prefetch(self, off: usize, dim: usize) {
+        // SAFETY: `off` is the start of a row inside both halves (caller).
+        unsafe {
+            prefetch_span(self.hi.add(off) as usize, dim * 2);
+            prefetch_span(self.lo.add(off) as usize, dim * 2);
+        }
+    }
+}
+
+/// Sum of the 16 lanes in the portable order: halves added pairwise (8, 4, 2, 1).
+///
+/// # Safety
+///
+/// The CPU has AVX-512 F and DQ.
+#[inline(always)]
+unsafe fn reduce_halves(v: __m512) -> f32 {
+    // SAFETY: register-only AVX-512F/DQ and SSE operations (the caller's CPU has them).
+    unsafe {
+        let s8 = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps::<1>(v));
+        let s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps::<1>(s8));
+        let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+        let s1 = _mm_add_ss(s2, _mm_shuffle_ps::<0b01>(s2, s2));
+        _mm_cvtss_f32(s1)
+    }
+}
+
+/// Coalesce runs of lookups of one row and update each row once.
+///
+/// # Safety
+///
+/// As [`apply`]; `state` is null for SGD (`ADAGRAD == false`), else covers every block row.
+#[inline(always)]
+unsafe fn apply_body<R: MasterRows, const ADAGRAD: bool>(
+    job: &ApplyJob<'_>,
+    rows: R,
+    lr: f32,
+    eps: f32,
+    state: *mut f32,
+) {
+    let (dim, lookups, n) = (job.dim, job.lookups, job.lookups.len());
+    let nvec = dim.div_ceil(16);
+    // SAFETY: register-only AVX-512F operation (this body is only inlined into the
+    // `#[target_feature]` shim `apply`).
+    let lrv = unsafe { _mm512_set1_ps(lr) };
+    let sc = job.scratch;
+    let mut i = 0;
+    while i < n {
+        let row = lookups[i].row;
+        if job.prefetch > 0 && i + job.prefetch < n {
+            let ahead = lookups[i + job.prefetch];
+            let r = ahead.row as usize - job.first_row;
+            // SAFETY: every lookup's row is inside the block and its bag's gradient row
+            // inside the gradient (caller); prefetches are hints.
+            unsafe {
+                rows.prefetch(r * dim, dim);
+                prefetch_span(
+                    job.grad.add(ahead.bag as usize * job.grad_stride) as usize,
+                    dim * 4,
+                );
+                if ADAGRAD {
+                    prefetch_span(state.add(r) as usize, 4);
+                }
+            }
+        }
+        let mut j = i;
+        while j < n && lookups[j].row == row {
+            let l = lookups[j];
+            // SAFETY: register-only AVX-512F operation, as above.
+            let s = unsafe { _mm512_set1_ps(l.scale) };
+            // SAFETY: the gradient row of `l.bag` holds `dim` floats (caller); lanes past
+            // `dim` are masked off; the scratch holds `nvec` whole vectors.
+            unsafe {
+                let g = job.grad.add(l.bag as usize * job.grad_stride);
+                for v in 0..nvec {
+                    let m = lanes(dim - 16 * v);
+                    let a = if j == i {
+                        _mm512_setzero_ps()
+                    } else {
+                        _mm512_loadu_ps(sc.add(16 * v))
+                    };
+                    let x = _mm512_maskz_loadu_ps(m, g.add(16 * v));
+                    _mm512_storeu_ps(sc.add(16 * v), _mm512_add_ps(a, _mm512_mul_ps(s, x)));
+                }
+            }
+            j += 1;
+        }
+        let r = row as usize - job.first_row;
+        let off = r * dim;
+        if ADAGRAD {
+            // SAFETY: scratch vector v exists for v < nvec; lanes past `dim` are zeroed by
+            // the mask; `r` is a row of the block and `state` covers every row (caller); the
+            // rest is register-only AVX-512F work, as above.
+            let denom = unsafe {
+                let mut p = _mm512_setzero_ps();
+                for v in 0..nvec {
+                    let a = _mm512_loadu_ps(sc.add(16 * v));
+                    p = _mm512_add_ps(p, _mm512_maskz_mul_ps(lanes(dim - 16 * v), a, a));
+                }
+                let h = *state.add(r) + reduce_halves(p) / dim as f32;
+                *state.add(r) = h;
+                _mm512_set1_ps(h.sqrt() + eps)
+            };
+            for v in 0..nvec {
+                let m = lanes(dim - 16 * v);
+                // SAFETY: row `r` lies inside the block; lanes past `dim` are masked.
+                unsafe {
+                    let step =
+                        _mm512_mul_ps(lrv, _mm512_div_ps(_mm512_loadu_ps(sc.add(16 * v)), denom));
+                    let w = rows.load(off + 16 * v, m);
+                    rows.store(off + 16 * v, m, _mm512_sub_ps(w, step));
+                }
+            }
+        } else {
+            for v in 0..nvec {
+                let m = lanes(dim - 16 * v);
+                // SAFETY: as above.
+                unsafe {
+                    let step = _mm512_mul_ps(lrv, _mm512_loadu_ps(sc.add(16 * v)));
+                    let w = rows.load(off + 16 * v, m);
+                    rows.store(off + 16 * v, m, _mm512_sub_ps(w, step));
+                }
+            }
+        }
+        i = j;
+    }
+}
+
+/// The fused update of one block of rows.
+///
+/// # Safety
+///
+/// The CPU has AVX-512 F/BW/VL/DQ; `BagKernel::apply` checked that every lookup's row is in
+/// `[first_row, first_row + block rows)` and its bag's gradient row inside the gradient, that
+/// `hi` and `lo` have equal lengths, and that the Adagrad state covers the block's rows; the
+/// scratch holds `dim.next_multiple_of(16)` floats; `dim > 0`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+pub(crate) unsafe fn apply(job: &ApplyJob<'_>, rows: RowsMut<'_>, update: RowUpdate<'_>) {
+    let (lr, eps, state) = match update {
+        RowUpdate::Sgd { lr } => (lr, 0.0, std::ptr::null_mut()),
+        RowUpdate::RowwiseAdagrad { lr, eps, state } => (lr, eps, state.as_mut_ptr()),
+    };
+    let adagrad = !state.is_null();
+    // SAFETY: forwarded from the caller; the pointers come from the exclusive borrows in
+    // `rows` and `update`, which live for the whole call.
+    unsafe {
+        match (rows, adagrad) {
+            (RowsMut::F32(w), false) => {
+                apply_body::<_, false>(job, F32Rows(w.as_mut_ptr()), lr, eps, state)
+            }
+            (RowsMut::F32(w), true) => {
+                apply_body::<_, true>(job, F32Rows(w.as_mut_ptr()), lr, eps, state)
+            }
+            (RowsMut::Split { hi, lo }, ada) => {
+                let split = SplitRows {
+                    hi: hi.as_mut_ptr().cast(),
+                    lo: lo.as_mut_ptr(),
+                };
+                if ada {
+                    apply_body::<_, true>(job, split, lr, eps, state)
+                } else {
+                    apply_body::<_, false>(job, split, lr, eps, state)
+                }
+            }
+        }
+    }
+}
