@@ -20,4 +20,5 @@ pub mod linear;
 pub mod loss;
 pub mod metrics;
 pub mod mlp;
+pub mod model;
 pub mod optim;

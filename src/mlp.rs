@@ -266,7 +266,7 @@ impl<T: Element> Mlp<T> {
     /// ```
     pub fn forward(&mut self, input: &[f32]) -> Result<()> {
         let c = self.cfg.sizes[0];
-        if input.len() % c != 0 {
+        if !input.len().is_multiple_of(c) {
             return Err(Error::Shape {
                 what: format!("MLP input length (a multiple of {c})"),
                 expected: input.len().div_ceil(c) * c,

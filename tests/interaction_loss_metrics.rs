@@ -42,6 +42,7 @@ fn reference_rows(
         .collect()
 }
 
+#[allow(clippy::too_many_arguments)]
 fn check_interaction<T: Element>(
     op: InteractionOp,
     itself: bool,

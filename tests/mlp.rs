@@ -299,6 +299,7 @@ fn finite_difference_gradient_of_three_layer_mlp() {
             "{what}: numeric {num} vs analytic {ana}"
         );
     };
+    #[allow(clippy::needless_range_loop)]
     for l in 0..3 {
         let (w0, b0) = (mlp.layers()[l].weights(), mlp.layers()[l].bias().to_vec());
         for idx in (0..w0.len()).step_by(3) {

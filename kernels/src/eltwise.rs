@@ -19,7 +19,7 @@ use crate::{Element, SliceMut, SliceRef};
 pub enum Activation {
     /// Identity.
     None,
-    /// `max(x, 0)`. Its mask for backward is the output's sign: `y > 0` exactly where
+    /// `max(x, 0)` (NaN stays NaN). Its mask for backward is the output's sign: `y > 0` exactly where
     /// `x > 0`, so no separate mask is stored.
     #[default]
     Relu,
@@ -37,7 +37,14 @@ impl Activation {
     pub fn apply(self, x: f32) -> f32 {
         match self {
             Activation::None => x,
-            Activation::Relu => x.max(0.0),
+            // NaN propagates, as in PyTorch (f32::max would drop it).
+            Activation::Relu => {
+                if x <= 0.0 {
+                    0.0
+                } else {
+                    x
+                }
+            }
             Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
         }
     }
@@ -108,7 +115,7 @@ pub fn bias_act<T: Element>(
             Activation::Relu => valid
                 .iter_mut()
                 .zip(bias)
-                .for_each(|(x, b)| *x = (*x + b).max(0.0)),
+                .for_each(|(x, b)| *x = Activation::Relu.apply(*x + b)),
             Activation::Sigmoid => valid
                 .iter_mut()
                 .zip(bias)
