@@ -1353,3 +1353,76 @@ impl UpdateJob<'_> {
         }
     }
 }
+
+/// Restoring state (checkpoints).
+impl EmbeddingTable {
+    /// Overwrite the weights with `weights` (`rows * dim` fp32 values, row-major); a bf16
+    /// Split-SGD table stores them exactly as (upper, lower) halves.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Shape`] if `weights` is not `rows * dim` long (nothing is changed).
+    ///
+    /// ```
+    /// use dlrm_kernels::embedding::{EmbeddingTable, TableConfig};
+    /// let mut t = EmbeddingTable::zeros(TableConfig::bf16_split(1, 2))?;
+    /// t.set_weights(&[0.1, -3.0])?;
+    /// assert_eq!(t.master_weights(), [0.1, -3.0]);
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
+    pub fn set_weights(&mut self, weights: &[f32]) -> Result<()> {
+        check_len(
+            "table weights (rows x dim)",
+            self.rows() * self.dim(),
+            weights.len(),
+        )?;
+        match &mut self.weights {
+            Weights::F32(w) => w.copy_from_slice(weights),
+            Weights::Split { hi, lo } => {
+                for ((h, l), w) in hi.iter_mut().zip(lo.iter_mut()).zip(weights) {
+                    let bits = w.to_bits();
+                    *h = bf16::from_bits((bits >> 16) as u16);
+                    *l = bits as u16;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Replace the row-wise Adagrad accumulators (one per row), e.g. from a checkpoint.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Shape`] if `state` does not hold one value per row (nothing is changed).
+    ///
+    /// ```
+    /// use dlrm_kernels::embedding::{EmbeddingTable, TableConfig};
+    /// let mut t = EmbeddingTable::zeros(TableConfig::f32(2, 3))?;
+    /// t.set_adagrad_state(&[0.5, 0.25])?;
+    /// assert_eq!(t.adagrad_state(), Some(&[0.5, 0.25][..]));
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
+    pub fn set_adagrad_state(&mut self, state: &[f32]) -> Result<()> {
+        check_len("Adagrad state (one per row)", self.rows(), state.len())?;
+        let mut buf = HugePageBuf::zeroed(self.rows())?;
+        buf.copy_from_slice(state);
+        self.adagrad = Some(buf);
+        Ok(())
+    }
+}
+
+impl EmbeddingBags {
+    /// Table `t`, mutable (its shape cannot change through it), or `None` past the end.
+    ///
+    /// ```
+    /// use dlrm_kernels::embedding::{EmbeddingBagConfig, EmbeddingBags, EmbeddingTable, TableConfig};
+    /// let t = EmbeddingTable::zeros(TableConfig::f32(2, 1))?;
+    /// let mut emb = EmbeddingBags::new(vec![t], EmbeddingBagConfig::default())?;
+    /// emb.table_mut(0).unwrap().set_weights(&[1.0, 2.0])?;
+    /// assert_eq!(emb.tables()[0].master_weights(), [1.0, 2.0]);
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
+    pub fn table_mut(&mut self, t: usize) -> Option<&mut EmbeddingTable> {
+        self.tables.get_mut(t)
+    }
+}

@@ -60,6 +60,20 @@ pub enum Error {
         /// What was not finite, e.g. `"loss at iteration 1234"`.
         what: String,
     },
+    /// A file could not be read or written.
+    Io {
+        /// The file.
+        path: String,
+        /// What the OS said.
+        message: String,
+    },
+    /// A checkpoint that cannot be loaded into this model.
+    Checkpoint {
+        /// The file.
+        path: String,
+        /// What is wrong or differs.
+        message: String,
+    },
 }
 
 impl fmt::Display for Error {
@@ -86,6 +100,8 @@ impl fmt::Display for Error {
                 write!(f, "table {table}, bag {bag}: bad offsets: {detail}")
             }
             Error::NonFinite { what } => write!(f, "{what} is not finite"),
+            Error::Io { path, message } => write!(f, "{path}: {message}"),
+            Error::Checkpoint { path, message } => write!(f, "checkpoint {path}: {message}"),
         }
     }
 }
@@ -102,6 +118,16 @@ impl std::error::Error for Error {
 impl From<KernelError> for Error {
     fn from(e: KernelError) -> Self {
         Error::Kernel(e)
+    }
+}
+
+impl Error {
+    /// An [`Error::Io`] for `path`.
+    pub(crate) fn io(path: &std::path::Path, e: std::io::Error) -> Self {
+        Error::Io {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        }
     }
 }
 

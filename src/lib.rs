@@ -15,6 +15,7 @@ pub mod rng;
 
 pub use error::{Error, Result};
 pub mod blocked;
+pub mod checkpoint;
 pub mod interaction;
 pub mod linear;
 pub mod loss;

@@ -754,6 +754,89 @@ impl Dlrm {
         Ok(())
     }
 
+    /// Names and shapes of every parameter tensor, in [`Dlrm::visit_tensors`] order.
+    ///
+    /// ```
+    /// use dlrm_kernels::model::{Dlrm, DlrmConfig};
+    /// let list = Dlrm::new(DlrmConfig::tiny(), 0)?.tensor_list();
+    /// assert_eq!(list[0], ("bot_l.0.weight".to_string(), vec![8, 5]));
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
+    pub fn tensor_list(&self) -> Vec<(String, Vec<usize>)> {
+        let mut list = Vec::new();
+        let mut mlp = |prefix: &str, sizes: Vec<usize>| {
+            for (l, w) in sizes.windows(2).enumerate() {
+                list.push((format!("{prefix}.{}.weight", 2 * l), vec![w[1], w[0]]));
+                list.push((format!("{prefix}.{}.bias", 2 * l), vec![w[1]]));
+            }
+        };
+        mlp("bot_l", self.cfg.bottom_mlp.clone());
+        let mut top = vec![self.inter.output_dim()];
+        top.extend(&self.cfg.top_mlp);
+        mlp("top_l", top);
+        for (t, &rows) in self.cfg.table_rows.iter().enumerate() {
+            list.push((
+                format!("emb_l.{t}.weight"),
+                vec![rows, self.cfg.embedding_dim],
+            ));
+        }
+        list
+    }
+
+    /// The values of one parameter tensor (row-major f32; masters for bf16), or `None` for an
+    /// unknown name.
+    ///
+    /// ```
+    /// use dlrm_kernels::model::{Dlrm, DlrmConfig};
+    /// let m = Dlrm::new(DlrmConfig::tiny(), 0)?;
+    /// assert_eq!(m.tensor("emb_l.1.weight").unwrap().len(), 100 * 4);
+    /// assert!(m.tensor("emb_l.9.weight").is_none());
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
+    pub fn tensor(&self, name: &str) -> Option<Vec<f32>> {
+        if let Some(t) = name
+            .strip_prefix("emb_l.")
+            .and_then(|r| r.strip_suffix(".weight"))
+            .and_then(|t| t.parse::<usize>().ok())
+        {
+            return self.emb.tables().get(t).map(|table| table.master_weights());
+        }
+        let parts: Vec<&str> = name.split('.').collect();
+        let [prefix, index, kind] = parts[..] else {
+            return None;
+        };
+        let index: usize = index.parse().ok().filter(|i| i % 2 == 0)?;
+        match &self.stack {
+            Stack::F32(m) => m.values(prefix, index / 2, kind),
+            Stack::Bf16(m) => m.values(prefix, index / 2, kind),
+        }
+    }
+
+    /// Set the step counter (the learning-rate schedule's position), e.g. when resuming.
+    ///
+    /// ```
+    /// use dlrm_kernels::model::{Dlrm, DlrmConfig};
+    /// let mut m = Dlrm::new(DlrmConfig::tiny(), 0)?;
+    /// m.set_steps(10);
+    /// assert_eq!(m.steps(), 10);
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
+    pub fn set_steps(&mut self, steps: u64) {
+        self.step = steps;
+    }
+
+    /// The embedding tables, mutable (e.g. to restore optimizer state).
+    ///
+    /// ```
+    /// use dlrm_kernels::model::{Dlrm, DlrmConfig};
+    /// let mut m = Dlrm::new(DlrmConfig::tiny(), 0)?;
+    /// m.embeddings_mut().table_mut(0).unwrap().set_adagrad_state(&[0.0; 100])?;
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
+    pub fn embeddings_mut(&mut self) -> &mut EmbeddingBags {
+        &mut self.emb
+    }
+
     /// Set one parameter tensor by its [`Dlrm::visit_tensors`] name (f32 masters for bf16
     /// models, stored exactly).
     ///
@@ -783,14 +866,10 @@ impl Dlrm {
             .and_then(|t| t.parse::<usize>().ok())
             .filter(|&t| t < self.cfg.table_rows.len())
             .ok_or_else(|| Error::Config(format!("no parameter tensor named {name:?}")))?;
-        let old = &self.emb.tables()[table];
-        let new = EmbeddingTable::from_f32(old.config(), data)?;
-        let config = self.emb.config();
-        let placeholder =
-            EmbeddingBags::new(vec![EmbeddingTable::zeros(TableConfig::f32(1, 1))?], config)?;
-        let mut tables = std::mem::replace(&mut self.emb, placeholder).into_tables();
-        tables[table] = new;
-        self.emb = EmbeddingBags::new(tables, config)?;
+        self.emb
+            .table_mut(table)
+            .expect("index checked")
+            .set_weights(data)?;
         Ok(())
     }
 
@@ -834,6 +913,21 @@ impl<T: Element> Mlps<T> {
             }
         }
         Ok(())
+    }
+
+    /// Values of layer `l` of `prefix` (`"weight"` or `"bias"`).
+    fn values(&self, prefix: &str, l: usize, kind: &str) -> Option<Vec<f32>> {
+        let mlp = match prefix {
+            "bot_l" => &self.bottom,
+            "top_l" => &self.top,
+            _ => return None,
+        };
+        let layer = mlp.layers().get(l)?;
+        match kind {
+            "weight" => Some(layer.weights()),
+            "bias" => Some(layer.bias().to_vec()),
+            _ => None,
+        }
     }
 
     /// Set `bot_l.<2l>.weight` etc.; `Ok(false)` if the name is not an MLP tensor.
