@@ -1,7 +1,7 @@
 //! Checkpoints: bit-exact round trips, resuming equals training straight through, and
 //! mismatched or broken files rejected with the model unchanged.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use dlrm_kernels::Error;
 use dlrm_kernels::checkpoint;
@@ -139,7 +139,7 @@ fn a_bf16_model_loads_an_f32_checkpoint_exactly() {
 }
 
 /// Write a safetensors file with the given tensors and the metadata of `like`.
-fn write_raw(path: &PathBuf, like: &PathBuf, drop: &str, reshape: Option<(&str, Vec<usize>)>) {
+fn write_raw(path: &Path, like: &Path, drop: &str, reshape: Option<(&str, Vec<usize>)>) {
     use safetensors::tensor::{Dtype, SafeTensors, TensorView};
     let bytes = std::fs::read(like).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
@@ -152,11 +152,11 @@ fn write_raw(path: &PathBuf, like: &PathBuf, drop: &str, reshape: Option<(&str, 
         }
         let mut shape = view.shape().to_vec();
         let mut data = view.data().to_vec();
-        if let Some((n, s)) = &reshape {
-            if *n == name {
-                shape = s.clone();
-                data.resize(4 * s.iter().product::<usize>(), 0);
-            }
+        if let Some((n, s)) = &reshape
+            && *n == name
+        {
+            shape = s.clone();
+            data.resize(4 * s.iter().product::<usize>(), 0);
         }
         owned.push((name, shape, data));
     }
