@@ -23,3 +23,4 @@ pub mod metrics;
 pub mod mlp;
 pub mod model;
 pub mod optim;
+pub mod data;

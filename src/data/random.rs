@@ -1,0 +1,160 @@
+//! The DLRM reference's random data generator (`--data-generation random`), seeded.
+//!
+//! Per batch: dense features `U[0, 1)`; per table and sample a bag of length `K`
+//! (`--num-indices-per-lookup-fixed`) or `round(max(1, r * min(rows, K)))` with `r ~ U[0, 1)`;
+//! the bag's indices are `unique(round(r_j * (rows - 1)))` (sorted, duplicates removed, so a
+//! bag can come out shorter); targets `U[0, 1)`, rounded to 0/1 on request. Batch `i` is drawn
+//! from its own stream (`Rng::new(seed).fork(i)`), so any batch can be regenerated alone.
+//!
+//! ```
+//! use dlrm_kernels::data::random::{RandomData, RandomDataConfig};
+//! let cfg = RandomDataConfig { table_rows: vec![1000, 10], ..RandomDataConfig::default() };
+//! let data = RandomData::new(cfg)?;
+//! let b = data.batch(0);
+//! assert_eq!(b.len(), 128);
+//! assert!(b.indices[1].iter().all(|&i| (0..10).contains(&i)));
+//! # Ok::<(), dlrm_kernels::Error>(())
+//! ```
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::model::MiniBatch;
+use crate::rng::Rng;
+
+/// Parameters of the random generator.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RandomDataConfig {
+    /// Dense features per sample.
+    pub dense_features: usize,
+    /// Rows of each table.
+    pub table_rows: Vec<usize>,
+    /// Samples per batch.
+    pub batch_size: usize,
+    /// `K`: lookups per bag (fixed) or its upper bound (random).
+    pub indices_per_lookup: usize,
+    /// Whether every bag has exactly `K` draws.
+    pub indices_per_lookup_fixed: bool,
+    /// Round targets to 0 or 1.
+    pub round_targets: bool,
+    /// Seed.
+    pub seed: u64,
+}
+
+impl Default for RandomDataConfig {
+    fn default() -> Self {
+        RandomDataConfig {
+            dense_features: 13,
+            table_rows: vec![1000; 3],
+            batch_size: 128,
+            indices_per_lookup: 10,
+            indices_per_lookup_fixed: false,
+            round_targets: true,
+            seed: 123,
+        }
+    }
+}
+
+/// A seeded source of random batches.
+#[derive(Debug, Clone)]
+pub struct RandomData {
+    cfg: RandomDataConfig,
+}
+
+impl RandomData {
+    /// A generator.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for a zero batch size, no tables, a table with no rows, or `K = 0`.
+    ///
+    /// ```
+    /// use dlrm_kernels::data::random::{RandomData, RandomDataConfig};
+    /// let bad = RandomDataConfig { indices_per_lookup: 0, ..RandomDataConfig::default() };
+    /// assert!(RandomData::new(bad).is_err());
+    /// ```
+    pub fn new(cfg: RandomDataConfig) -> Result<Self> {
+        if cfg.batch_size == 0 || cfg.table_rows.is_empty() || cfg.indices_per_lookup == 0 {
+            return Err(Error::Config(format!(
+                "random data needs a positive batch size, at least one table and K >= 1 \
+                 (got batch {}, {} tables, K {})",
+                cfg.batch_size,
+                cfg.table_rows.len(),
+                cfg.indices_per_lookup
+            )));
+        }
+        if let Some(t) = cfg.table_rows.iter().position(|&r| r == 0) {
+            return Err(Error::Config(format!("random data: table {t} has zero rows")));
+        }
+        Ok(RandomData { cfg })
+    }
+
+    /// The configuration.
+    ///
+    /// ```
+    /// use dlrm_kernels::data::random::{RandomData, RandomDataConfig};
+    /// assert_eq!(RandomData::new(RandomDataConfig::default())?.config().batch_size, 128);
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
+    pub fn config(&self) -> &RandomDataConfig {
+        &self.cfg
+    }
+
+    /// Batch number `i` (the same batch for the same seed and `i`, in any order).
+    ///
+    /// ```
+    /// use dlrm_kernels::data::random::{RandomData, RandomDataConfig};
+    /// let d = RandomData::new(RandomDataConfig::default())?;
+    /// assert_eq!(d.batch(5), d.batch(5));
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
+    pub fn batch(&self, i: u64) -> MiniBatch {
+        let c = &self.cfg;
+        let base = Rng::new(c.seed).fork(i);
+        let mut rng = base.fork(0);
+        let dense = (0..c.batch_size * c.dense_features)
+            .map(|_| rng.uniform())
+            .collect();
+        let targets = (0..c.batch_size)
+            .map(|_| {
+                let t = rng.uniform();
+                if c.round_targets { t.round() } else { t }
+            })
+            .collect();
+        // Tables in parallel, each from its own stream.
+        let (indices, offsets): (Vec<_>, Vec<_>) = c
+            .table_rows
+            .par_iter()
+            .enumerate()
+            .map(|(t, &rows)| {
+                let mut rng = base.fork(1 + t as u64);
+                let mut idx = Vec::new();
+                let mut off = Vec::with_capacity(c.batch_size);
+                let mut group = Vec::new();
+                for _ in 0..c.batch_size {
+                    off.push(idx.len() as i64);
+                    let len = if c.indices_per_lookup_fixed {
+                        c.indices_per_lookup
+                    } else {
+                        let r = rng.uniform_f64();
+                        (r * rows.min(c.indices_per_lookup) as f64).max(1.0).round() as usize
+                    };
+                    group.clear();
+                    group.extend(
+                        (0..len).map(|_| (rng.uniform_f64() * (rows - 1) as f64).round() as i64),
+                    );
+                    group.sort_unstable();
+                    group.dedup();
+                    idx.extend_from_slice(&group);
+                }
+                (idx, off)
+            })
+            .unzip();
+        MiniBatch {
+            dense,
+            indices,
+            offsets,
+            targets,
+        }
+    }
+}
