@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 use dlrm_kernels::data::random::{RandomData, RandomDataConfig};
-use dlrm_kernels::embedding::{Bags, EmbeddingBagConfig, EmbeddingBags, EmbeddingTable, TableConfig};
+use dlrm_kernels::embedding::{
+    Bags, EmbeddingBagConfig, EmbeddingBags, EmbeddingTable, TableConfig,
+};
 use dlrm_kernels::kernels::peak::{self, Peak};
 use dlrm_kernels::model::{Dlrm, DlrmConfig, MiniBatch, Precision};
 use rayon::ThreadPool;
@@ -23,7 +25,10 @@ const THREADS: usize = 2;
 const BATCHES: usize = 6;
 
 fn pool() -> ThreadPool {
-    rayon::ThreadPoolBuilder::new().num_threads(THREADS).build().expect("pool")
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(THREADS)
+        .build()
+        .expect("pool")
 }
 
 /// FLOP/s of `p` on all threads of `pool`, best of 5.
@@ -45,7 +50,11 @@ fn gather_rate(pool: &ThreadPool, precision: Precision) -> f64 {
         Precision::F32 => TableConfig::f32(1_000_000, 64),
         Precision::Bf16 => TableConfig::bf16_split(1_000_000, 64),
     };
-    let emb = EmbeddingBags::new(vec![EmbeddingTable::new(tc, 1).unwrap()], EmbeddingBagConfig::default()).unwrap();
+    let emb = EmbeddingBags::new(
+        vec![EmbeddingTable::new(tc, 1).unwrap()],
+        EmbeddingBagConfig::default(),
+    )
+    .unwrap();
     let data = RandomData::new(RandomDataConfig {
         dense_features: 1,
         table_rows: vec![1_000_000],
@@ -62,7 +71,8 @@ fn gather_rate(pool: &ThreadPool, precision: Precision) -> f64 {
         let t = Instant::now();
         let mut rows = 0;
         for b in &batches {
-            pool.install(|| emb.forward(&[Bags::new(&b.indices[0], &b.offsets[0])], &mut out)).unwrap();
+            pool.install(|| emb.forward(&[Bags::new(&b.indices[0], &b.offsets[0])], &mut out))
+                .unwrap();
             rows += b.indices[0].len();
         }
         if rep > 0 {
@@ -103,14 +113,22 @@ fn main() {
     })
     .unwrap();
     let batches: Vec<MiniBatch> = (0..BATCHES as u64).map(|i| data.batch(i)).collect();
-    let lookups = batches.iter().map(|b| b.indices.iter().map(Vec::len).sum::<usize>()).sum::<usize>() as f64 / BATCHES as f64;
+    let lookups = batches
+        .iter()
+        .map(|b| b.indices.iter().map(Vec::len).sum::<usize>())
+        .sum::<usize>() as f64
+        / BATCHES as f64;
     let distinct = batches.iter().map(distinct_rows).sum::<usize>() as f64 / BATCHES as f64;
     let mut report = Vec::new();
     for precision in [Precision::F32, Precision::Bf16] {
         if precision == Precision::Bf16 && !Peak::Bf16Dot.is_available() {
             eprintln!("skip: bf16 step needs AVX512-BF16 for a meaningful figure");
         }
-        let cfg = DlrmConfig { precision, lr: dlrm_kernels::optim::LrPolicy::constant(0.01), ..cfg0.clone() };
+        let cfg = DlrmConfig {
+            precision,
+            lr: dlrm_kernels::optim::LrPolicy::constant(0.01),
+            ..cfg0.clone()
+        };
         let mut model = pool.install(|| Dlrm::new(cfg.clone(), 1)).unwrap();
         let mut g = c.benchmark_group("dlrm_step_small");
         let id = format!("{}_{THREADS}t", precision.name());
@@ -118,7 +136,8 @@ fn main() {
         g.bench_function(&id, |b| {
             b.iter(|| {
                 i += 1;
-                pool.install(|| model.train_step(&batches[i % BATCHES])).unwrap()
+                pool.install(|| model.train_step(&batches[i % BATCHES]))
+                    .unwrap()
             })
         });
         g.finish();
@@ -131,10 +150,15 @@ fn main() {
         let wall = t.elapsed().as_secs_f64() * 1e3 / (2 * BATCHES) as f64;
         let tm = model.timings();
         let per = |d: Duration| d.as_secs_f64() * 1e3 / tm.steps as f64;
-        let peak = if precision == Precision::Bf16 && Peak::Bf16Dot.is_available() { Peak::Bf16Dot } else { Peak::Fp32Fma };
+        let peak = if precision == Precision::Bf16 && Peak::Bf16Dot.is_available() {
+            Peak::Bf16Dot
+        } else {
+            Peak::Fp32Fma
+        };
         let peak_flops = peak_rate(&pool, peak);
         let gather = gather_rate(&pool, precision);
-        let floor = cfg.mlp_flops() as f64 / peak_flops * 1e3 + (lookups + 2.0 * distinct) / gather * 1e3;
+        let floor =
+            cfg.mlp_flops() as f64 / peak_flops * 1e3 + (lookups + 2.0 * distinct) / gather * 1e3;
         let median = common::median_ns("dlrm_step_small", &id).map(|ns| ns / 1e6);
         report.push(format!(
             "{id}: median {} ms/step (criterion); split over {} steps: embedding {:.1}, MLP {:.1}, interaction {:.1}, other {:.1} ms (wall {:.1} ms)\n    floor {:.1} ms = {:.2} GFLOP at {:.0} GFLOP/s ({peak:?} peak, {THREADS} threads) + {:.2} M rows at {:.1} M rows/s gather; {:.2}x the floor",
@@ -154,7 +178,9 @@ fn main() {
         ));
     }
     c.final_summary();
-    println!("\n== dlrm_step: small config, batch 2048, {lookups:.0} lookups and {distinct:.0} distinct rows per step ==");
+    println!(
+        "\n== dlrm_step: small config, batch 2048, {lookups:.0} lookups and {distinct:.0} distinct rows per step =="
+    );
     for line in report {
         println!("{line}");
     }

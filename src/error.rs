@@ -67,6 +67,15 @@ pub enum Error {
         /// What the OS said.
         message: String,
     },
+    /// Malformed data in a dataset file.
+    Data {
+        /// The file.
+        path: String,
+        /// 1-based line (text) or record (binary) number; 0 when it concerns the whole file.
+        line: u64,
+        /// What is wrong.
+        message: String,
+    },
     /// A checkpoint that cannot be loaded into this model.
     Checkpoint {
         /// The file.
@@ -102,6 +111,16 @@ impl fmt::Display for Error {
             Error::NonFinite { what } => write!(f, "{what} is not finite"),
             Error::Io { path, message } => write!(f, "{path}: {message}"),
             Error::Checkpoint { path, message } => write!(f, "checkpoint {path}: {message}"),
+            Error::Data {
+                path,
+                line: 0,
+                message,
+            } => write!(f, "{path}: {message}"),
+            Error::Data {
+                path,
+                line,
+                message,
+            } => write!(f, "{path}:{line}: {message}"),
         }
     }
 }

@@ -53,6 +53,7 @@ pub mod eltwise;
 pub mod embedding;
 mod error;
 pub mod isa;
+pub mod mmap;
 pub mod peak;
 pub mod sgd;
 pub mod vnni;

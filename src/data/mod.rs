@@ -1,6 +1,11 @@
-//! Training data: the DLRM reference's random generator, a learnable synthetic generator,
-//! and readers for the Criteo datasets.
+//! Training data: the DLRM reference's random generator, a learnable synthetic generator
+//! (the trainer's default), the Criteo raw text reader and the MLPerf binary format, and a
+//! background prefetcher that overlaps loading with training.
 
+pub mod binary;
+pub mod criteo;
+pub mod prefetch;
 pub mod random;
+pub mod synthetic;
 
 pub use crate::model::MiniBatch;

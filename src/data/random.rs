@@ -84,7 +84,9 @@ impl RandomData {
             )));
         }
         if let Some(t) = cfg.table_rows.iter().position(|&r| r == 0) {
-            return Err(Error::Config(format!("random data: table {t} has zero rows")));
+            return Err(Error::Config(format!(
+                "random data: table {t} has zero rows"
+            )));
         }
         Ok(RandomData { cfg })
     }

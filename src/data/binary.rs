@@ -1,0 +1,261 @@
+//! The MLPerf binary format: a flat file of little-endian `i32` records of 40 values,
+//! `[label, I1..I13, C1..C26]` (160 bytes a sample), read memory-mapped in batch-sized chunks
+//! with the transforms (`ln(x + 1)` on dense, `mod max_ind_range` on categorical) applied at
+//! read time; and a converter from the raw text format.
+//!
+//! ```
+//! use dlrm_kernels::data::binary::{BinaryReader, BinaryWriter};
+//! use dlrm_kernels::data::criteo::Record;
+//! let path = std::env::temp_dir().join(format!("bin-doc-{}.bin", std::process::id()));
+//! let mut w = BinaryWriter::create(&path)?;
+//! for i in 0..5 {
+//!     let mut r = Record::default();
+//!     r.label = i % 2;
+//!     r.cat[0] = 100 + i as u32;
+//!     w.write(&r)?;
+//! }
+//! w.finish()?;
+//! let reader = BinaryReader::open(&path, 2, 1000)?;
+//! assert_eq!((reader.records(), reader.batches()), (5, 3)); // partial last batch
+//! let last = reader.batch(2)?;
+//! assert_eq!((last.len(), last.indices[0][0]), (1, 104));
+//! # std::fs::remove_file(&path).ok();
+//! # Ok::<(), dlrm_kernels::Error>(())
+//! ```
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use crate::data::criteo::{DENSE, FIELDS, Record, SPARSE, dense_transform};
+use crate::error::{Error, Result};
+use crate::kernels::mmap::MappedFile;
+use crate::model::MiniBatch;
+use crate::rng::Rng;
+
+/// Bytes per record.
+pub const RECORD_BYTES: usize = 4 * FIELDS;
+
+/// Writes records in the binary format (buffered; call [`BinaryWriter::finish`]).
+pub struct BinaryWriter {
+    out: BufWriter<File>,
+    path: PathBuf,
+    records: u64,
+}
+
+impl BinaryWriter {
+    /// Create (truncate) `path`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the file cannot be created.
+    ///
+    /// ```
+    /// assert!(dlrm_kernels::data::binary::BinaryWriter::create(std::path::Path::new("/no/dir/x.bin")).is_err());
+    /// ```
+    pub fn create(path: &Path) -> Result<Self> {
+        let f = File::create(path).map_err(|e| Error::io(path, e))?;
+        Ok(BinaryWriter {
+            out: BufWriter::with_capacity(1 << 20, f),
+            path: path.to_path_buf(),
+            records: 0,
+        })
+    }
+
+    /// Append one record.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] on a write error.
+    pub fn write(&mut self, r: &Record) -> Result<()> {
+        let mut buf = [0u8; RECORD_BYTES];
+        let values = std::iter::once(r.label)
+            .chain(r.dense.iter().copied())
+            .chain(r.cat.iter().map(|&c| c as i32));
+        for (chunk, v) in buf.chunks_exact_mut(4).zip(values) {
+            chunk.copy_from_slice(&v.to_le_bytes());
+        }
+        self.records += 1;
+        self.out
+            .write_all(&buf)
+            .map_err(|e| Error::io(&self.path, e))
+    }
+
+    /// Flush and close; returns the number of records written.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] on a write error.
+    pub fn finish(mut self) -> Result<u64> {
+        self.out.flush().map_err(|e| Error::io(&self.path, e))?;
+        self.out
+            .get_ref()
+            .sync_all()
+            .map_err(|e| Error::io(&self.path, e))?;
+        Ok(self.records)
+    }
+}
+
+/// Reads batches from a memory-mapped binary file.
+#[derive(Debug)]
+pub struct BinaryReader {
+    map: MappedFile,
+    path: PathBuf,
+    batch: usize,
+    max_ind_range: u32,
+    records: usize,
+}
+
+impl BinaryReader {
+    /// Map `path` for batches of `batch` samples.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the file cannot be mapped; [`Error::Data`] if its length is not a
+    /// whole number of 160-byte records (a truncated or foreign file), or if it is empty;
+    /// [`Error::Config`] for a zero batch or `max_ind_range`.
+    ///
+    /// ```
+    /// # let p = std::env::temp_dir().join(format!("bin-trunc-{}.bin", std::process::id()));
+    /// std::fs::write(&p, vec![0u8; 161])?;
+    /// let err = dlrm_kernels::data::binary::BinaryReader::open(&p, 2, 10).unwrap_err();
+    /// assert!(err.to_string().contains("161 bytes is not a whole number of 160-byte records"));
+    /// # std::fs::remove_file(&p).ok();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open(path: &Path, batch: usize, max_ind_range: u32) -> Result<Self> {
+        if batch == 0 || max_ind_range == 0 {
+            return Err(Error::Config(format!(
+                "binary reader needs a positive batch size and max-ind-range (got {batch}, {max_ind_range})"
+            )));
+        }
+        let map = MappedFile::open(path).map_err(|e| Error::io(path, e))?;
+        let data_err = |message: String| Error::Data {
+            path: path.display().to_string(),
+            line: 0,
+            message,
+        };
+        if map.len() % RECORD_BYTES != 0 {
+            return Err(data_err(format!(
+                "{} bytes is not a whole number of {RECORD_BYTES}-byte records \
+                 (truncated, or not in the MLPerf binary format)",
+                map.len()
+            )));
+        }
+        if map.is_empty() {
+            return Err(data_err("no records".into()));
+        }
+        let records = map.len() / RECORD_BYTES;
+        Ok(BinaryReader {
+            map,
+            path: path.to_path_buf(),
+            batch,
+            max_ind_range,
+            records,
+        })
+    }
+
+    /// Records in the file.
+    pub fn records(&self) -> usize {
+        self.records
+    }
+
+    /// Batches per pass (the last may be partial).
+    pub fn batches(&self) -> usize {
+        self.records.div_ceil(self.batch)
+    }
+
+    /// Batch `i` (`0..batches()`), transforms applied.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Data`] naming the record (1-based) whose label is not 0 or 1;
+    /// [`Error::Config`] for `i` out of range.
+    pub fn batch(&self, i: usize) -> Result<MiniBatch> {
+        if i >= self.batches() {
+            return Err(Error::Config(format!(
+                "batch {i} of {} requested",
+                self.batches()
+            )));
+        }
+        let first = i * self.batch;
+        let n = (self.records - first).min(self.batch);
+        let bytes = &self.map.as_bytes()[first * RECORD_BYTES..(first + n) * RECORD_BYTES];
+        let mut out = MiniBatch {
+            dense: Vec::with_capacity(n * DENSE),
+            indices: vec![Vec::with_capacity(n); SPARSE],
+            offsets: (0..SPARSE).map(|_| (0..n as i64).collect()).collect(),
+            targets: Vec::with_capacity(n),
+        };
+        for (r, rec) in bytes.chunks_exact(RECORD_BYTES).enumerate() {
+            let v =
+                |k: usize| i32::from_le_bytes(rec[4 * k..4 * k + 4].try_into().expect("4 bytes"));
+            let label = v(0);
+            if label != 0 && label != 1 {
+                return Err(Error::Data {
+                    path: self.path.display().to_string(),
+                    line: (first + r + 1) as u64,
+                    message: format!("record label {label}, expected 0 or 1"),
+                });
+            }
+            out.targets.push(label as f32);
+            out.dense.extend((1..=DENSE).map(|k| dense_transform(v(k))));
+            for (t, idx) in out.indices.iter_mut().enumerate() {
+                idx.push(i64::from(v(1 + DENSE + t) as u32 % self.max_ind_range));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The order to visit batches in: in order, or (with a seed) whole batches shuffled.
+    ///
+    /// ```
+    /// # let p = std::env::temp_dir().join(format!("bin-order-{}.bin", std::process::id()));
+    /// # std::fs::write(&p, vec![0u8; 160 * 10])?;
+    /// let r = dlrm_kernels::data::binary::BinaryReader::open(&p, 3, 10)?;
+    /// let mut order = r.order(Some(7));
+    /// order.sort();
+    /// assert_eq!(order, vec![0, 1, 2, 3]);
+    /// # std::fs::remove_file(&p).ok();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn order(&self, shuffle_seed: Option<u64>) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.batches()).collect();
+        if let Some(seed) = shuffle_seed {
+            let mut rng = Rng::new(seed);
+            for i in (1..order.len()).rev() {
+                order.swap(i, rng.below(i as u64 + 1) as usize);
+            }
+        }
+        order
+    }
+}
+
+/// Convert `split`'s raw text to the binary format at `out`; returns (records written,
+/// malformed lines skipped).
+///
+/// # Errors
+///
+/// Those of the raw reader ([`Error::Data`] for a malformed line unless skipping) and of
+/// writing; a failed conversion removes the partial output.
+pub fn convert(
+    parts: Vec<crate::data::criteo::FilePart>,
+    on_malformed: crate::data::criteo::OnMalformed,
+    out: &Path,
+) -> Result<(u64, u64)> {
+    let tmp = out.with_extension("partial");
+    let result = (|| {
+        let mut reader = crate::data::criteo::RawReader::new(parts, on_malformed);
+        let mut w = BinaryWriter::create(&tmp)?;
+        while let Some(rec) = reader.next_record()? {
+            w.write(rec)?;
+        }
+        let n = w.finish()?;
+        std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))?;
+        Ok((n, reader.skipped()))
+    })();
+    if result.is_err() {
+        std::fs::remove_file(&tmp).ok();
+    }
+    result
+}

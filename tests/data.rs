@@ -1,0 +1,363 @@
+//! Data: the random generator's semantics, the Criteo raw reader, the binary format and its
+//! converter, splits, and the prefetcher.
+
+use std::path::PathBuf;
+
+use dlrm_kernels::Error;
+use dlrm_kernels::data::binary::{self, BinaryReader};
+use dlrm_kernels::data::criteo::{
+    Dataset, FilePart, OnMalformed, RawReader, Split, count_lines, dense_transform, split_parts,
+};
+use dlrm_kernels::data::prefetch::Prefetcher;
+use dlrm_kernels::data::random::{RandomData, RandomDataConfig};
+use dlrm_kernels::data::synthetic::{SyntheticConfig, SyntheticData};
+use dlrm_kernels::model::MiniBatch;
+use dlrm_kernels::rng::Rng;
+
+fn tmp(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("dlrm-data-{}-{name}", std::process::id()))
+}
+
+#[test]
+fn random_generator_follows_the_reference() {
+    for fixed in [false, true] {
+        let cfg = RandomDataConfig {
+            dense_features: 5,
+            table_rows: vec![1000, 3, 50],
+            batch_size: 200,
+            indices_per_lookup: 7,
+            indices_per_lookup_fixed: fixed,
+            round_targets: true,
+            seed: 9,
+        };
+        let data = RandomData::new(cfg.clone()).unwrap();
+        let b = data.batch(4);
+        assert_eq!(b, data.batch(4), "deterministic");
+        assert_ne!(b, data.batch(5));
+        assert_eq!(b.dense.len(), 200 * 5);
+        assert!(b.dense.iter().all(|&x| (0.0..1.0).contains(&x)));
+        assert!(b.targets.iter().all(|&y| y == 0.0 || y == 1.0));
+        let mut lengths = Vec::new();
+        for (t, &rows) in cfg.table_rows.iter().enumerate() {
+            let (idx, off) = (&b.indices[t], &b.offsets[t]);
+            assert_eq!(off.len(), 200);
+            assert_eq!(off[0], 0);
+            for i in 0..200 {
+                let end = if i + 1 < 200 {
+                    off[i + 1]
+                } else {
+                    idx.len() as i64
+                };
+                let bag = &idx[off[i] as usize..end as usize];
+                assert!(!bag.is_empty() && bag.len() <= 7.min(if fixed { 7 } else { rows }));
+                assert!(
+                    bag.windows(2).all(|w| w[0] < w[1]),
+                    "sorted and unique: {bag:?}"
+                );
+                assert!(bag.iter().all(|&r| (0..rows as i64).contains(&r)));
+                if t == 0 {
+                    lengths.push(bag.len());
+                }
+            }
+        }
+        if fixed {
+            // 7 draws of 1000 rows rarely collide.
+            assert!(lengths.iter().filter(|&&l| l == 7).count() > 180);
+        } else {
+            // round(max(1, r * 7)): every length 1..=7 appears.
+            for l in 1..=7 {
+                assert!(lengths.contains(&l), "length {l} never drawn");
+            }
+        }
+    }
+    let unrounded = RandomData::new(RandomDataConfig {
+        round_targets: false,
+        ..RandomDataConfig::default()
+    })
+    .unwrap()
+    .batch(0);
+    assert!(unrounded.targets.iter().any(|&y| y != 0.0 && y != 1.0));
+}
+
+#[test]
+fn synthetic_data_is_skewed_and_deterministic() {
+    let data = SyntheticData::new(SyntheticConfig::default()).unwrap();
+    let b = data.batch(1);
+    assert_eq!(b, data.batch(1));
+    let rows = SyntheticConfig::default().table_rows[0] as i64;
+    let low = b.indices[0].iter().filter(|&&r| r < rows / 10).count();
+    // u^3 < 0.1 for u < 0.46: about 46% of lookups hit the lowest tenth (10% if uniform).
+    assert!(
+        low > b.len() * 3 / 10,
+        "power-law popularity: {low} of {} in the lowest tenth",
+        b.len()
+    );
+}
+
+/// A Criteo line from values (None = empty field).
+fn line(label: &str, dense: &[Option<i64>], cat: &[Option<u32>]) -> String {
+    let mut s = label.to_string();
+    for d in dense {
+        s.push('\t');
+        if let Some(v) = d {
+            s.push_str(&v.to_string());
+        }
+    }
+    for c in cat {
+        s.push('\t');
+        if let Some(v) = c {
+            s.push_str(&format!("{v:08x}"));
+        }
+    }
+    s
+}
+
+/// A file of random lines with empty fields, negative values and large hex values.
+fn write_raw(path: &PathBuf, lines: usize, seed: u64) -> Vec<(i32, Vec<i64>, Vec<u32>)> {
+    let mut rng = Rng::new(seed);
+    let mut text = String::new();
+    let mut truth = Vec::new();
+    for _ in 0..lines {
+        let label = rng.below(2) as i32;
+        let dense: Vec<Option<i64>> = (0..13)
+            .map(|_| match rng.below(5) {
+                0 => None,
+                1 => Some(-(rng.below(5) as i64)),
+                _ => Some(rng.below(100_000) as i64),
+            })
+            .collect();
+        let cat: Vec<Option<u32>> = (0..26)
+            .map(|_| match rng.below(6) {
+                0 => None,
+                1 => Some(u32::MAX - rng.below(10) as u32),
+                _ => Some(rng.next_u64() as u32),
+            })
+            .collect();
+        text.push_str(&line(&label.to_string(), &dense, &cat));
+        text.push('\n');
+        truth.push((
+            label,
+            dense.iter().map(|d| d.unwrap_or(0).max(0)).collect(),
+            cat.iter().map(|c| c.unwrap_or(0)).collect(),
+        ));
+    }
+    std::fs::write(path, text).unwrap();
+    truth
+}
+
+fn whole(path: &PathBuf) -> Vec<FilePart> {
+    vec![FilePart {
+        path: path.clone(),
+        first_line: 0,
+        lines: None,
+    }]
+}
+
+#[test]
+fn raw_reader_parses_empty_negative_and_large_fields() {
+    let path = tmp("raw.txt");
+    let truth = write_raw(&path, 300, 1);
+    let max_ind = 1_000_003u32;
+    let mut reader = RawReader::new(whole(&path), OnMalformed::Fail);
+    let mut seen = 0;
+    while let Some(b) = reader.next_batch(64, max_ind).unwrap() {
+        for i in 0..b.len() {
+            let (label, dense, cat) = &truth[seen + i];
+            assert_eq!(b.targets[i], *label as f32);
+            for j in 0..13 {
+                assert_eq!(b.dense[i * 13 + j], dense_transform(dense[j] as i32));
+            }
+            for t in 0..26 {
+                assert_eq!(b.indices[t][i], (cat[t] % max_ind) as i64);
+                assert_eq!(b.offsets[t][i], i as i64);
+            }
+        }
+        seen += b.len();
+    }
+    assert_eq!(seen, 300);
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn malformed_lines_are_reported_with_file_and_line_or_skipped() {
+    let path = tmp("bad.txt");
+    let good = line("1", &[Some(1); 13], &[Some(2); 26]);
+    let cases = [
+        (
+            line("2", &[Some(1); 13], &[Some(2); 26]),
+            "label \"2\", expected 0 or 1",
+        ),
+        (
+            line("0", &[Some(1); 12], &[Some(2); 26]),
+            "39 fields, expected 40",
+        ),
+        (format!("{good}\textra"), "41 fields, expected 40"),
+        (
+            good.replacen("\t1", "\tx1", 1),
+            "dense feature I1 \"x1\" is not an integer",
+        ),
+        (
+            format!("{good}0"),
+            "categorical feature C26 \"000000020\" is not 32-bit hexadecimal",
+        ),
+        (
+            good.replace("00000002", "0000000g"),
+            "categorical feature C1 \"0000000g\" is not 32-bit hexadecimal",
+        ),
+    ];
+    for (bad, want) in &cases {
+        std::fs::write(&path, format!("{good}\n{good}\n{bad}\n{good}\n")).unwrap();
+        let mut reader = RawReader::new(whole(&path), OnMalformed::Fail);
+        let err = loop {
+            match reader.next_record() {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("no error for {bad:?}"),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(err.to_string(), format!("{}:3: {want}", path.display()));
+        let mut skipping = RawReader::new(whole(&path), OnMalformed::Skip);
+        let mut n = 0;
+        while skipping.next_record().unwrap().is_some() {
+            n += 1;
+        }
+        assert_eq!((n, skipping.skipped()), (3, 1));
+    }
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn raw_to_binary_to_reader_round_trip() {
+    let raw = tmp("rt.txt");
+    let bin = tmp("rt.bin");
+    write_raw(&raw, 250, 2);
+    let (n, skipped) = binary::convert(whole(&raw), OnMalformed::Fail, &bin).unwrap();
+    assert_eq!((n, skipped), (250, 0));
+    let max_ind = 5000;
+    let reader = BinaryReader::open(&bin, 64, max_ind).unwrap();
+    assert_eq!((reader.records(), reader.batches()), (250, 4));
+    let mut raw_reader = RawReader::new(whole(&raw), OnMalformed::Fail);
+    for i in 0..reader.batches() {
+        let want: MiniBatch = raw_reader.next_batch(64, max_ind).unwrap().unwrap();
+        assert_eq!(reader.batch(i).unwrap(), want, "batch {i}");
+    }
+    assert_eq!(reader.batch(3).unwrap().len(), 250 - 3 * 64);
+    assert!(reader.batch(4).is_err());
+    // Shuffled whole batches: a permutation, reproducible from the seed.
+    let order = reader.order(Some(3));
+    assert_eq!(order, reader.order(Some(3)));
+    let mut sorted = order.clone();
+    sorted.sort();
+    assert_eq!(sorted, vec![0, 1, 2, 3]);
+
+    // Truncated: reported, not mis-read.
+    let bytes = std::fs::read(&bin).unwrap();
+    std::fs::write(&bin, &bytes[..bytes.len() - 7]).unwrap();
+    let err = BinaryReader::open(&bin, 64, max_ind).unwrap_err();
+    assert!(matches!(err, Error::Data { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("not a whole number of 160-byte records")
+    );
+    // A record with a bad label is named.
+    let mut bad = bytes.clone();
+    bad[160 * 7..160 * 7 + 4].copy_from_slice(&5i32.to_le_bytes());
+    std::fs::write(&bin, &bad).unwrap();
+    let err = BinaryReader::open(&bin, 64, max_ind)
+        .unwrap()
+        .batch(0)
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("{}:8: record label 5, expected 0 or 1", bin.display())
+    );
+    std::fs::remove_file(&raw).unwrap();
+    std::fs::remove_file(&bin).unwrap();
+}
+
+#[test]
+fn splits_follow_the_reference() {
+    let raw = tmp("kaggle.txt");
+    write_raw(&raw, 71, 3);
+    assert_eq!(count_lines(&raw).unwrap(), 71);
+    let parts = |s| split_parts(Dataset::Kaggle, &raw, s).unwrap();
+    // 71 lines: 7 days of 10, the last day 11 lines: test 6, validation 5.
+    assert_eq!(
+        (
+            parts(Split::Train)[0].first_line,
+            parts(Split::Train)[0].lines
+        ),
+        (0, Some(60))
+    );
+    assert_eq!(
+        (
+            parts(Split::Test)[0].first_line,
+            parts(Split::Test)[0].lines
+        ),
+        (60, Some(6))
+    );
+    assert_eq!(
+        (
+            parts(Split::Validation)[0].first_line,
+            parts(Split::Validation)[0].lines
+        ),
+        (66, Some(5))
+    );
+    let mut r = RawReader::new(parts(Split::Validation), OnMalformed::Fail);
+    let mut n = 0;
+    while r.next_record().unwrap().is_some() {
+        n += 1;
+    }
+    assert_eq!(n, 5);
+    let day = tmp("day");
+    for d in 0..3 {
+        write_raw(
+            &PathBuf::from(format!("{}_{d}", day.display())),
+            10 + d,
+            d as u64,
+        );
+    }
+    let tb = |s| split_parts(Dataset::Terabyte { days: 3 }, &day, s).unwrap();
+    assert_eq!(tb(Split::Train).len(), 2);
+    assert_eq!(tb(Split::Test)[0].lines, Some(6));
+    assert_eq!(
+        (
+            tb(Split::Validation)[0].first_line,
+            tb(Split::Validation)[0].lines
+        ),
+        (6, Some(6))
+    );
+    for d in 0..3 {
+        std::fs::remove_file(format!("{}_{d}", day.display())).unwrap();
+    }
+    std::fs::remove_file(&raw).unwrap();
+}
+
+#[test]
+fn prefetcher_keeps_order_and_stops_at_an_error() {
+    let items: Vec<_> = (0..4)
+        .map(|i| {
+            if i == 2 {
+                Err(Error::Config("broken".into()))
+            } else {
+                Ok(MiniBatch {
+                    targets: vec![i as f32],
+                    ..MiniBatch::default()
+                })
+            }
+        })
+        .collect();
+    let got: Vec<_> = Prefetcher::spawn(items.into_iter(), 1).collect();
+    assert_eq!(got.len(), 3);
+    assert!(got[2].is_err());
+    // Dropping early does not hang.
+    let endless = (0..).map(|i| {
+        Ok(MiniBatch {
+            targets: vec![i as f32],
+            ..MiniBatch::default()
+        })
+    });
+    let mut p = Prefetcher::spawn(endless, 2);
+    assert!(p.next().is_some());
+    drop(p);
+}
