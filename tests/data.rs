@@ -1,7 +1,7 @@
 //! Data: the random generator's semantics, the Criteo raw reader, the binary format and its
 //! converter, splits, and the prefetcher.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use dlrm_kernels::Error;
 use dlrm_kernels::data::binary::{self, BinaryReader};
@@ -145,9 +145,9 @@ fn write_raw(path: &PathBuf, lines: usize, seed: u64) -> Vec<(i32, Vec<i64>, Vec
     truth
 }
 
-fn whole(path: &PathBuf) -> Vec<FilePart> {
+fn whole(path: &Path) -> Vec<FilePart> {
     vec![FilePart {
-        path: path.clone(),
+        path: path.to_path_buf(),
         first_line: 0,
         lines: None,
     }]
@@ -164,11 +164,11 @@ fn raw_reader_parses_empty_negative_and_large_fields() {
         for i in 0..b.len() {
             let (label, dense, cat) = &truth[seen + i];
             assert_eq!(b.targets[i], *label as f32);
-            for j in 0..13 {
-                assert_eq!(b.dense[i * 13 + j], dense_transform(dense[j] as i32));
+            for (j, &d) in dense.iter().enumerate() {
+                assert_eq!(b.dense[i * 13 + j], dense_transform(d as i32));
             }
-            for t in 0..26 {
-                assert_eq!(b.indices[t][i], (cat[t] % max_ind) as i64);
+            for (t, &c) in cat.iter().enumerate() {
+                assert_eq!(b.indices[t][i], (c % max_ind) as i64);
                 assert_eq!(b.offsets[t][i], i as i64);
             }
         }

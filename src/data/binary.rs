@@ -183,7 +183,7 @@ impl BinaryReader {
         let bytes = &self.map.as_bytes()[first * RECORD_BYTES..(first + n) * RECORD_BYTES];
         let mut out = MiniBatch {
             dense: Vec::with_capacity(n * DENSE),
-            indices: vec![Vec::with_capacity(n); SPARSE],
+            indices: (0..SPARSE).map(|_| Vec::with_capacity(n)).collect(),
             offsets: (0..SPARSE).map(|_| (0..n as i64).collect()).collect(),
             targets: Vec::with_capacity(n),
         };

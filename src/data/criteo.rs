@@ -478,8 +478,8 @@ impl RawReader {
     /// ```
     pub fn next_batch(&mut self, batch: usize, max_ind_range: u32) -> Result<Option<MiniBatch>> {
         let mut out = MiniBatch {
-            indices: vec![Vec::with_capacity(batch); SPARSE],
-            offsets: vec![Vec::with_capacity(batch); SPARSE],
+            indices: (0..SPARSE).map(|_| Vec::with_capacity(batch)).collect(),
+            offsets: (0..SPARSE).map(|_| Vec::with_capacity(batch)).collect(),
             ..MiniBatch::default()
         };
         while out.len() < batch {
