@@ -1,7 +1,46 @@
 //! `dlrm-kernels`: fast CPU training of DLRM-style recommender models.
 //!
-//! The microkernels (BRGEMM, bf16 conversion, Split-SGD) live in the [`kernels`] crate,
-//! re-exported here; this crate builds safe layers on them and forbids `unsafe` code.
+//! Layers, from the bottom up (dependencies point down only):
+//!
+//! * [`kernels`] (the `dlrm-microkernels` crate, re-exported): batch-reduce GEMM
+//!   `C (=|+=) sum_i A_i B_i` with AVX-512 fp32, AVX512-BF16 and portable paths; bf16
+//!   conversion and the Split-SGD split/join; embedding row kernels; all the `unsafe` code.
+//! * [`blocked`], [`linear`], [`mlp`]: activations stored `[Nb][Cb][bn][bc]`, weights
+//!   `[Kb][Cb][bc][bk]` (bf16: VNNI-2 blocks `[bc/2][bk][2]`), so forward, backward-data and
+//!   backward-weights are one BRGEMM per output block; bias and activation fused; SGD fused
+//!   into the weight-gradient pass.
+//! * [`embedding`]: tables `rows x dim` (f32, or bf16 Split-SGD: 4 bytes per weight, exact
+//!   fp32 updates), bags with PyTorch's `EmbeddingBag` semantics, and a fused, race-free,
+//!   deterministic backward + SGD / row-wise Adagrad that never builds a dense gradient.
+//! * [`interaction`], [`loss`], [`metrics`], [`optim`]: DLRM's dot interaction
+//!   (`[x, Z_i . Z_j for j < i]`), BCE on logits and MSE, accuracy and exact ROC AUC, the
+//!   reference's learning-rate policy.
+//! * [`model`], [`checkpoint`], [`data`]: the [`model::Dlrm`] type, safetensors checkpoints,
+//!   and the random, synthetic and Criteo data sources the trainer (`examples/dlrm.rs`) uses.
+//!
+//! Every fallible call returns [`Result`] with an [`Error`] that names what was wrong and
+//! where, and changes nothing on error. Every computation is deterministic: the same bits for
+//! any number of threads (threads come from the current rayon pool).
+//!
+//! ```
+//! use dlrm_kernels::model::{Dlrm, DlrmConfig, MiniBatch};
+//!
+//! let cfg = DlrmConfig::tiny();
+//! let mut model = Dlrm::new(cfg.clone(), 7)?;
+//! let b = cfg.batch_size;
+//! let batch = MiniBatch {
+//!     dense: vec![0.25; b * cfg.dense_features()],
+//!     indices: vec![(0..b as i64).collect(); cfg.table_rows.len()],
+//!     offsets: vec![(0..b as i64).collect(); cfg.table_rows.len()],
+//!     targets: (0..b).map(|i| (i % 2) as f32).collect(),
+//! };
+//! let first = model.train_step(&batch)?;
+//! for _ in 0..20 {
+//!     model.train_step(&batch)?;
+//! }
+//! assert!(model.train_step(&batch)? < first);
+//! # Ok::<(), dlrm_kernels::Error>(())
+//! ```
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -9,14 +48,11 @@
 pub use dlrm_microkernels as kernels;
 pub use dlrm_microkernels::{Accum, Batch, Brgemm, BrgemmDesc, DType, Isa, KernelError, bf16};
 
-pub mod embedding;
-pub mod error;
-pub mod rng;
-
-pub use error::{Error, Result};
 pub mod blocked;
 pub mod checkpoint;
 pub mod data;
+pub mod embedding;
+pub mod error;
 pub mod interaction;
 pub mod linear;
 pub mod loss;
@@ -24,3 +60,11 @@ pub mod metrics;
 pub mod mlp;
 pub mod model;
 pub mod optim;
+pub mod rng;
+
+pub use error::{Error, Result};
+
+/// The README's Rust examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
