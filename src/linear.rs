@@ -44,7 +44,7 @@ pub use crate::kernels::eltwise::Activation;
 use crate::kernels::eltwise::{self, bias_act, column_sums, transpose};
 use crate::kernels::sgd::Sgd;
 use crate::kernels::{
-    ALayout, Batch, BatchKind, Brgemm, BrgemmDesc, DType, Element, SliceMut, vnni,
+    ALayout, Accum, Batch, BatchKind, Brgemm, BrgemmDesc, DType, Element, SliceMut, vnni,
 };
 use crate::rng::Rng;
 
@@ -176,9 +176,15 @@ pub struct Linear<T: Element> {
     fwd: Brgemm,
     bwd_data: Brgemm,
     bwd_weights: Brgemm,
+    /// The same, adding to C (for the later chunks of the batch reduction).
+    bwd_weights_acc: Brgemm,
     cvt: Converter,
     sgd: Sgd,
 }
+
+/// Batch blocks per weight-gradient BRGEMM call: 8 blocks of 64 x 64 f32 of each operand
+/// (256 KiB) stay in L2 while the register tiles sweep them.
+const WGRAD_CHUNK: usize = 8;
 
 /// A zero-filled f32 vector of `len` values, for per-task scratch.
 fn scratch(len: usize) -> Vec<f32> {
@@ -282,6 +288,10 @@ impl<T: Element> Linear<T> {
             fwd: Brgemm::new(desc(bn, bk, bc, bn * bc, w_block))?,
             bwd_data: Brgemm::new(desc(bn, bc, bk, bn * bk, wt_block))?,
             bwd_weights: Brgemm::new(bwd_weights)?,
+            bwd_weights_acc: Brgemm::new(BrgemmDesc {
+                accum: Accum::Accumulate,
+                ..bwd_weights
+            })?,
             cvt: Converter::new()?,
             sgd: Sgd::new()?,
         })
@@ -641,7 +651,10 @@ impl<T: Element> Linear<T> {
         }
     }
 
-    /// Run the weight-gradient BRGEMM of block (kb = `i`, cb = `j`) into `acc` (`bc x bk`).
+    /// Run the weight-gradient BRGEMMs of block (kb = `i`, cb = `j`) into `acc` (`bc x bk`).
+    ///
+    /// The reduction over the batch blocks runs in chunks of [`WGRAD_CHUNK`] (the first
+    /// replacing `acc`, the rest adding to it), so each call's operands stay in L2.
     fn weight_grad_block(
         &self,
         x: &Blocked<T>,
@@ -652,15 +665,25 @@ impl<T: Element> Linear<T> {
     ) -> Result<()> {
         let Blocking { bn, bc, bk } = self.cfg.blocking;
         let nb = dy.row_blocks();
-        if T::DTYPE == DType::Bf16 {
-            let a = &self.xt[j * nb * bc * bn..][..nb * bc * bn];
+        let BatchKind::Strided { stride_a, stride_b } = self.bwd_weights.desc().batch else {
+            unreachable!("built strided");
+        };
+        let (a, b) = if T::DTYPE == DType::Bf16 {
             let pl = vnni::packed_len(bn, bk);
-            let b = &self.dyv[i * nb * pl..][..nb * pl];
-            self.bwd_weights.run(Batch::strided(a, b, nb), acc)?;
+            (&self.xt[j * nb * bc * bn..], &self.dyv[i * nb * pl..])
         } else {
-            let a = &x.as_slice()[j * bn * bc..];
-            let b = &dy.as_slice()[i * bn * bk..];
-            self.bwd_weights.run(Batch::strided(a, b, nb), acc)?;
+            (&x.as_slice()[j * bn * bc..], &dy.as_slice()[i * bn * bk..])
+        };
+        for chunk in 0..nb.div_ceil(WGRAD_CHUNK).max(1) {
+            let first = chunk * WGRAD_CHUNK;
+            let count = nb.saturating_sub(first).min(WGRAD_CHUNK);
+            let kernel = if chunk == 0 {
+                &self.bwd_weights
+            } else {
+                &self.bwd_weights_acc
+            };
+            let batch = Batch::strided(&a[first * stride_a..], &b[first * stride_b..], count);
+            kernel.run(batch, acc)?;
         }
         Ok(())
     }

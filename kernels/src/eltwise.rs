@@ -181,21 +181,34 @@ pub fn load<T: Element>(cvt: &Converter, src: &[T], out: &mut [f32]) {
 /// ```
 pub fn act_backward<T: Element>(dy: &mut [T], y: &[T], act: Activation) {
     let y = &y[..dy.len()];
-    match act {
-        Activation::None => {}
-        Activation::Relu => {
-            for (d, y) in dy.iter_mut().zip(y) {
-                if y.to_f32() <= 0.0 {
-                    *d = T::default();
-                }
+    match (act, T::view_mut(dy), T::view(y)) {
+        (Activation::None, ..) => {}
+        // Branch-free selects, so the loops vectorise (a ReLU mask is a coin flip per element).
+        (Activation::Relu, SliceMut::F32(d), SliceRef::F32(y)) => {
+            for (d, y) in d.iter_mut().zip(y) {
+                *d = if *y > 0.0 { *d } else { 0.0 };
             }
         }
-        Activation::Sigmoid => {
+        (Activation::Relu, SliceMut::Bf16(d), SliceRef::Bf16(y)) => {
+            for (d, y) in d.iter_mut().zip(y) {
+                // y > 0: sign clear, not zero, not NaN (0x7f81..=0x7fff).
+                let b = y.to_bits();
+                let positive = b.wrapping_sub(1) < 0x7f80;
+                *d = half::bf16::from_bits(if positive { d.to_bits() } else { 0 });
+            }
+        }
+        (Activation::Sigmoid, SliceMut::F32(d), SliceRef::F32(y)) => {
+            for (d, y) in d.iter_mut().zip(y) {
+                *d *= y * (1.0 - y);
+            }
+        }
+        (Activation::Sigmoid, ..) => {
             for (d, y) in dy.iter_mut().zip(y) {
                 let y = y.to_f32();
                 *d = T::from_f32(d.to_f32() * (y * (1.0 - y)));
             }
         }
+        _ => unreachable!("dy and y have the same element type"),
     }
 }
 
