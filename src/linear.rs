@@ -182,9 +182,9 @@ pub struct Linear<T: Element> {
     sgd: Sgd,
 }
 
-/// Batch blocks per weight-gradient BRGEMM call: 8 blocks of 64 x 64 f32 of each operand
-/// (256 KiB) stay in L2 while the register tiles sweep them.
-const WGRAD_CHUNK: usize = 8;
+/// Bytes of each operand one weight-gradient BRGEMM call reduces over: 128 KiB of A and of
+/// B (8 blocks of 64 x 64 f32, 16 of bf16) stay in L2 while the register tiles sweep them.
+const WGRAD_CHUNK_BYTES: usize = 128 << 10;
 
 /// A zero-filled f32 vector of `len` values, for per-task scratch.
 fn scratch(len: usize) -> Vec<f32> {
@@ -617,9 +617,17 @@ impl<T: Element> Linear<T> {
                 let (j, i) = (t / kb, t % kb);
                 let w_blk = &w[(i * cb + j) * wbl..][..wbl];
                 if bf {
-                    for c in 0..bc {
-                        for k in 0..bk {
-                            wt_blk[vnni::index(k, c, bc)] = w_blk[vnni::index(c, k, bk)];
+                    // W block: (c, k) at vnni::index(c, k, bk); W^T block: (k, c) at
+                    // vnni::index(k, c, bc). One output pair row (k = 2p, 2p + 1) at a time.
+                    for (p, out) in wt_blk.chunks_exact_mut(2 * bc).enumerate() {
+                        for (c, pair) in out.chunks_exact_mut(2).enumerate() {
+                            let src = (c / 2) * 2 * bk + c % 2;
+                            pair[0] = w_blk[src + 4 * p];
+                            pair[1] = if 2 * p + 1 < bk {
+                                w_blk[src + 4 * p + 2]
+                            } else {
+                                T::default()
+                            };
                         }
                     }
                 } else {
@@ -653,8 +661,9 @@ impl<T: Element> Linear<T> {
 
     /// Run the weight-gradient BRGEMMs of block (kb = `i`, cb = `j`) into `acc` (`bc x bk`).
     ///
-    /// The reduction over the batch blocks runs in chunks of [`WGRAD_CHUNK`] (the first
-    /// replacing `acc`, the rest adding to it), so each call's operands stay in L2.
+    /// The reduction over the batch blocks runs in chunks of [`WGRAD_CHUNK_BYTES`] per
+    /// operand (the first replacing `acc`, the rest adding to it), so each call's operands
+    /// stay in L2.
     fn weight_grad_block(
         &self,
         x: &Blocked<T>,
@@ -674,9 +683,11 @@ impl<T: Element> Linear<T> {
         } else {
             (&x.as_slice()[j * bn * bc..], &dy.as_slice()[i * bn * bk..])
         };
-        for chunk in 0..nb.div_ceil(WGRAD_CHUNK).max(1) {
-            let first = chunk * WGRAD_CHUNK;
-            let count = nb.saturating_sub(first).min(WGRAD_CHUNK);
+        let block_bytes = bn * bc.max(bk) * T::DTYPE.size_bytes();
+        let per_call = (WGRAD_CHUNK_BYTES / block_bytes).max(1);
+        for chunk in 0..nb.div_ceil(per_call).max(1) {
+            let first = chunk * per_call;
+            let count = nb.saturating_sub(first).min(per_call);
             let kernel = if chunk == 0 {
                 &self.bwd_weights
             } else {
@@ -739,7 +750,7 @@ impl<T: Element> Linear<T> {
             |acc, (t, g_blk)| -> Result<()> {
                 this.weight_grad_block(x, dy, t / cb, t % cb, acc)?;
                 if bf {
-                    pairs_from_rows(acc, bc, bk, g_blk);
+                    pack_pairs(acc, bc, bk, g_blk);
                 } else {
                     g_blk.copy_from_slice(acc);
                 }
@@ -846,7 +857,7 @@ impl<T: Element> Linear<T> {
                     || (scratch(bc * bk), scratch(wbl)),
                     |(acc, g), (t, (hi, lo))| -> Result<()> {
                         this.weight_grad_block(x, dy, t / cb, t % cb, acc)?;
-                        pairs_from_rows(acc, bc, bk, g);
+                        pack_pairs(acc, bc, bk, g);
                         sgd.split_sgd(hi, lo, g, lr)?;
                         Ok(())
                     },
@@ -860,24 +871,30 @@ impl<T: Element> Linear<T> {
     }
 }
 
-/// Pack a row-major `k x n` block into VNNI-2 (`[ceil(k/2)][n][2]`, padding zero).
+/// Pack a row-major `k x n` block into VNNI-2 (`[ceil(k/2)][n][2]`, padding zero): rows
+/// `2p` and `2p + 1` interleaved.
 fn pack_pairs<T: Element>(src: &[T], k: usize, n: usize, dst: &mut [T]) {
-    for kk in 0..k.div_ceil(2) * 2 {
-        for j in 0..n {
-            dst[vnni::index(kk, j, n)] = if kk < k {
-                src[kk * n + j]
-            } else {
-                T::default()
-            };
-        }
-    }
-}
-
-/// Re-order a row-major `k x n` f32 block into VNNI-2 positions (padding left untouched).
-fn pairs_from_rows(src: &[f32], k: usize, n: usize, dst: &mut [f32]) {
-    for kk in 0..k {
-        for j in 0..n {
-            dst[vnni::index(kk, j, n)] = src[kk * n + j];
+    for (p, out) in dst[..k.div_ceil(2) * 2 * n]
+        .chunks_exact_mut(2 * n)
+        .enumerate()
+    {
+        let even = &src[2 * p * n..][..n];
+        let odd = src
+            .get((2 * p + 1) * n..(2 * p + 2) * n)
+            .filter(|_| 2 * p + 1 < k);
+        match odd {
+            Some(odd) => {
+                for ((o, a), b) in out.chunks_exact_mut(2).zip(even).zip(odd) {
+                    o[0] = *a;
+                    o[1] = *b;
+                }
+            }
+            None => {
+                for (o, a) in out.chunks_exact_mut(2).zip(even) {
+                    o[0] = *a;
+                    o[1] = T::default();
+                }
+            }
         }
     }
 }

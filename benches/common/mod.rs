@@ -29,10 +29,15 @@ fn criterion_dir() -> PathBuf {
 /// Median time per iteration in ns, from criterion's saved estimates (None if not run).
 pub fn median_ns(group: &str, id: &str) -> Option<f64> {
     // `bench_function("a/b")` is saved as `a_b`; `BenchmarkId::new("a", "b")` as `a/b`.
-    let text = [id.to_string(), id.replace('/', "_")].iter().find_map(|id| {
-        let path = criterion_dir().join(group).join(id).join("new/estimates.json");
-        std::fs::read_to_string(path).ok()
-    })?;
+    let text = [id.to_string(), id.replace('/', "_")]
+        .iter()
+        .find_map(|id| {
+            let path = criterion_dir()
+                .join(group)
+                .join(id)
+                .join("new/estimates.json");
+            std::fs::read_to_string(path).ok()
+        })?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
     v["median"]["point_estimate"].as_f64()
 }

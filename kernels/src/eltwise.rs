@@ -244,16 +244,14 @@ pub fn column_sums<T: Element>(block: &[T], rows: usize, cols: usize, sums: &mut
 /// assert_eq!(t, [1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
 /// ```
 pub fn transpose<T: Copy>(src: &[T], rows: usize, cols: usize, dst: &mut [T]) {
+    if rows == 0 || cols == 0 {
+        return;
+    }
     let (src, dst) = (&src[..rows * cols], &mut dst[..rows * cols]);
-    // 8 x 8 tiles keep both sides within a few cache lines.
-    const T8: usize = 8;
-    for i0 in (0..rows).step_by(T8) {
-        for j0 in (0..cols).step_by(T8) {
-            for i in i0..(i0 + T8).min(rows) {
-                for j in j0..(j0 + T8).min(cols) {
-                    dst[j * rows + i] = src[i * cols + j];
-                }
-            }
+    // One output row at a time: a gather down one column of the (cache-resident) block.
+    for (c, out) in dst.chunks_exact_mut(rows).enumerate() {
+        for (d, row) in out.iter_mut().zip(src.chunks_exact(cols)) {
+            *d = row[c];
         }
     }
 }
