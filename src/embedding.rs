@@ -97,6 +97,17 @@ use crate::kernels::{Element, Isa};
 use crate::rng::Rng;
 
 /// Rows per initialisation block: block `k` draws from `Rng::new(seed).fork(k)`.
+///
+/// ```
+/// use dlrm_kernels::embedding::{EmbeddingTable, TableConfig, INIT_BLOCK_ROWS};
+/// use dlrm_kernels::rng::Rng;
+/// let t = EmbeddingTable::new(TableConfig::f32(2 * INIT_BLOCK_ROWS, 1), 5)?;
+/// // Row INIT_BLOCK_ROWS is the first value of block 1's stream.
+/// let bound = (1.0 / (2 * INIT_BLOCK_ROWS) as f64).sqrt() as f32;
+/// let first = Rng::new(5).fork(1).uniform_in(-bound, bound);
+/// assert_eq!(t.master_weights()[INIT_BLOCK_ROWS], first);
+/// # Ok::<(), dlrm_kernels::Error>(())
+/// ```
 pub const INIT_BLOCK_ROWS: usize = 4096;
 
 /// Row groups per thread in the fused update (each a power-of-two range of rows owned by one

@@ -33,9 +33,11 @@
 //! For a [`RowsMut::Split`] table each element is the exact f32 `hi << 16 | lo`, updated in
 //! f32 and split again (Split-SGD). No gradient row is materialised per lookup: the coalesced
 //! gradient of one row lives in a `dim`-long scratch, and the update is applied in place.
-//! Callers sort lookups by row (stably, to keep the order deterministic) so that all
-//! duplicates of a row are consecutive; the `dlrm-kernels` crate does this per row range, one
-//! range per thread, which makes the update race-free and independent of the thread count.
+//! Callers group the lookups by row (stably, to keep the order deterministic) so that all
+//! duplicates of a row are consecutive; the `dlrm-kernels` crate does this per block of rows,
+//! each block owned by one task, which makes the update race-free and independent of the
+//! thread count. The SIMD path prefetches the row, its gradient row and its Adagrad
+//! accumulator [`BagKernelDesc::prefetch_distance`] lookups ahead.
 //! `sum(g^2)` is reduced in 16 lanes and then by halves (8, 4, 2, 1), on every ISA, so Adagrad
 //! too gives the same bits everywhere.
 //!
@@ -379,6 +381,11 @@ pub struct BagKernelDesc {
 
 impl BagKernelDesc {
     /// Bytes of rows the default prefetch distance keeps in flight ahead of the loads.
+    ///
+    /// ```
+    /// use dlrm_microkernels::embedding::BagKernelDesc;
+    /// assert_eq!(BagKernelDesc::PREFETCH_BYTES, 8192);
+    /// ```
     pub const PREFETCH_BYTES: usize = 8 << 10;
 
     /// Rows of `dim` elements, with the default prefetch distance for f32 rows.
@@ -626,9 +633,9 @@ impl BagKernel {
     /// `update` to that row once (see the module docs for the formulas).
     ///
     /// `rows` is a block of whole rows starting at table row `first_row` (`len / dim` rows;
-    /// for [`RowsMut::Split`] `hi` and `lo` have the same length). Sort `lookups` by row so
-    /// that every duplicate is coalesced; unsorted duplicates are still correct SGD, applied
-    /// one run after another.
+    /// for [`RowsMut::Split`] `hi` and `lo` have the same length). Group `lookups` by row
+    /// (any row order) so that every duplicate is coalesced; duplicates that are not
+    /// consecutive are still correct SGD, applied one run after another.
     ///
     /// # Errors
     ///
