@@ -185,7 +185,7 @@ impl Problem {
         EmbeddingBagConfig {
             pooling: self.pooling,
             layout: self.layout,
-            prefetch_distance: 4,
+            prefetch_distance: Some(4),
         }
     }
 

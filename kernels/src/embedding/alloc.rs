@@ -19,6 +19,13 @@ use half::bf16;
 use crate::KernelError;
 
 /// Size of a transparent huge page on x86-64 (2 MiB); the alignment of large buffers.
+///
+/// ```
+/// use dlrm_microkernels::embedding::{HugePageBuf, HUGE_PAGE};
+/// let buf = HugePageBuf::<f32>::zeroed(HUGE_PAGE / 4)?;
+/// assert_eq!(buf.as_ptr() as usize % HUGE_PAGE, 0);
+/// # Ok::<(), dlrm_microkernels::KernelError>(())
+/// ```
 pub const HUGE_PAGE: usize = 2 << 20;
 
 /// Alignment of small (heap) buffers: one cache line.

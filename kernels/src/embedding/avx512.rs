@@ -25,7 +25,11 @@ fn lanes(n: usize) -> __mmask16 {
     }
 }
 
-/// Issue a T0 prefetch for every cache line of `[addr, addr + bytes)` (`bytes > 0`).
+/// Prefetch every cache line of `[addr, addr + bytes)` (`bytes > 0`) into L2.
+///
+/// `prefetcht1` rather than `prefetcht0`: a random gather is limited by the misses a core
+/// can keep in flight, and L1 has far fewer miss buffers than L2 (on Zen 4, prefetching into
+/// L1 caps the gather at about half the rate). The demand load then hits L2.
 ///
 /// Prefetches never fault and have no effect on program semantics; the address is only a
 /// hint, so it is passed as an integer.
@@ -34,9 +38,9 @@ fn prefetch_span(addr: usize, bytes: usize) {
     let last = addr + bytes - 1;
     let mut line = addr & !63;
     while line <= last {
-        // SAFETY: `prefetcht0` is a hint that never faults and reads nothing the program
+        // SAFETY: `prefetcht1` is a hint that never faults and reads nothing the program
         // observes; SSE is part of the x86-64 baseline.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(line as *const i8) };
+        unsafe { _mm_prefetch::<_MM_HINT_T1>(line as *const i8) };
         line += 64;
     }
 }
