@@ -75,6 +75,18 @@ pub fn default_block(dim: usize) -> usize {
     dim.clamp(1, 64)
 }
 
+/// The default block for the input features of a network: the whole width up to 128 (it is
+/// the BRGEMM's reduced dimension, which any length serves well, and a width such as 100 would
+/// waste 28% on padding to 128 in 64-blocks), else 64.
+///
+/// ```
+/// assert_eq!(dlrm_kernels::linear::input_block(100), 100);
+/// assert_eq!(dlrm_kernels::linear::input_block(1024), 64);
+/// ```
+pub fn input_block(dim: usize) -> usize {
+    if dim <= 128 { dim.max(1) } else { 64 }
+}
+
 impl Blocking {
     /// Blocks that suit this machine's kernels: 64 where a dimension is larger (a 64x64x64
     /// BRGEMM runs at the FMA peak), the whole dimension where it is smaller.
@@ -86,7 +98,7 @@ impl Blocking {
     pub fn auto(batch: usize, in_features: usize, out_features: usize) -> Self {
         Blocking {
             bn: default_block(batch),
-            bc: default_block(in_features),
+            bc: input_block(in_features),
             bk: default_block(out_features),
         }
     }

@@ -20,7 +20,7 @@
 use crate::blocked::Blocked;
 use crate::error::{Error, Result};
 use crate::kernels::Element;
-use crate::linear::{Activation, Blocking, Linear, LinearConfig, default_block};
+use crate::linear::{Activation, Blocking, Linear, LinearConfig, default_block, input_block};
 
 /// The shape of an [`Mlp`].
 ///
@@ -100,9 +100,15 @@ impl MlpConfig {
                 } else {
                     self.hidden_activation
                 };
+                // Layer l's input blocks are layer l - 1's output blocks; only the network's
+                // input may use a wider block.
+                let bc = match (l, self.feature_block) {
+                    (0, None) => input_block(w[0]),
+                    _ => self.feature_block(w[0]),
+                };
                 let blocking = Blocking {
                     bn,
-                    bc: self.feature_block(w[0]),
+                    bc,
                     bk: self.feature_block(w[1]),
                 };
                 LinearConfig::new(w[0], w[1], act, blocking)
