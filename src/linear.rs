@@ -847,6 +847,9 @@ impl<T: Element> Linear<T> {
         self.check_y("output gradient", dy, n)?;
         self.prepare_weight_grad(x, dy);
         self.bias_grad_from(dy);
+        // A gradient stored by an earlier `backward_weights` is stale now: drop it, so a
+        // stray `update` reports an error instead of applying it again.
+        self.grad_w.clear();
         let Blocking { bc, bk, .. } = self.cfg.blocking;
         let (cb, wbl, sgd) = (self.cb, self.w_block, self.sgd);
         let mut w = std::mem::take(&mut self.w);

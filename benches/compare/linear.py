@@ -45,11 +45,13 @@ def main():
             torch.manual_seed(0)
             layer = torch.nn.Linear(C, K).to(dtype)
             opt = torch.optim.SGD(layer.parameters(), lr=1e-6)
-            x = torch.rand(N, C, dtype=dtype)
+            # requires_grad: the step computes dX too (3 matmuls), as the Rust step does.
+            x = torch.rand(N, C, dtype=dtype, requires_grad=True)
             dy = torch.rand(N, K, dtype=dtype) * 1e-3
 
             def step():
                 opt.zero_grad(set_to_none=True)
+                x.grad = None
                 y = torch.relu(layer(x))
                 y.backward(dy)
                 opt.step()
