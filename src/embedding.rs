@@ -28,6 +28,9 @@
 //! for its bags, so the threads are shared across tables), writing the layout the interaction
 //! reads: row `b` of the output holds the tables' pooled vectors side by side
 //! ([`PooledLayout`]); for `T` tables of equal `dim` that is `[B][T][dim]`.
+//! Rows are prefetched into L2 a configurable number of lookups ahead
+//! ([`EmbeddingBagConfig::prefetch_distance`], by default about 8 KiB of rows), across bag
+//! boundaries.
 //!
 //! # Fused backward + update
 //!
