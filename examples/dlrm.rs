@@ -261,17 +261,7 @@ fn run(args: &Args, out: &mut Reporter) -> Result<Summary> {
         let mut csv = Csv::create(args.metrics_csv.as_deref())?;
         let mut summary = Summary::default();
         if args.inference_only {
-            let eval = evaluate(&mut model, &data)?;
-            out.line(eval.describe(model.steps()));
-            csv.row(
-                model.steps(),
-                0,
-                None,
-                model.learning_rate(),
-                None,
-                Some(&eval),
-            )?;
-            summary.evals.push(eval);
+            evaluate_and_report(&mut model, &data, 0, out, &mut csv, &mut summary)?;
             return Ok(summary);
         }
         train(args, &mut model, &data, out, &mut csv, &mut summary)?;
@@ -295,17 +285,7 @@ fn train(
     } else {
         args.test_freq
     };
-    let eval = evaluate(model, data)?;
-    out.line(eval.describe(model.steps()));
-    csv.row(
-        model.steps(),
-        0,
-        None,
-        model.learning_rate(),
-        None,
-        Some(&eval),
-    )?;
-    summary.evals.push(eval);
+    evaluate_and_report(model, data, 0, out, csv, summary)?;
     out.start(total as u64);
     model.reset_timings();
     let (mut waited, mut run_time) = (Duration::ZERO, Duration::ZERO);
@@ -352,17 +332,7 @@ fn train(
                 running_n = 0;
             }
             if done.is_multiple_of(test_freq) || done == total {
-                let eval = evaluate(model, data)?;
-                out.line(eval.describe(model.steps()));
-                csv.row(
-                    model.steps(),
-                    epoch,
-                    None,
-                    model.learning_rate(),
-                    None,
-                    Some(&eval),
-                )?;
-                summary.evals.push(eval);
+                evaluate_and_report(model, data, epoch, out, csv, summary)?;
                 if let Some(path) = &args.save_model {
                     checkpoint::save(model, path)?;
                 }
@@ -378,6 +348,23 @@ fn train(
     summary.step_ms = t.total().as_secs_f64() * 1e3 / steps;
     summary.step_ms_with_data = (t.total() + waited).as_secs_f64() * 1e3 / steps;
     out.line(describe_timings(&t, waited, run_time, data.skipped));
+    Ok(())
+}
+
+/// Evaluate, report the line, log it to the CSV and keep it in the summary.
+fn evaluate_and_report(
+    model: &mut Dlrm,
+    data: &Data,
+    epoch: usize,
+    out: &mut Reporter,
+    csv: &mut Csv,
+    summary: &mut Summary,
+) -> Result<()> {
+    let eval = evaluate(model, data)?;
+    out.line(eval.describe(model.steps()));
+    let lr = model.learning_rate();
+    csv.row(model.steps(), epoch, None, lr, None, Some(&eval))?;
+    summary.evals.push(eval);
     Ok(())
 }
 

@@ -513,31 +513,30 @@ impl<T: Element> Linear<T> {
         self.check_y("layer output", y, n)?;
         let Blocking { bn, bc, bk } = self.cfg.blocking;
         let (cb, kb, k) = (self.cb, self.kb, self.cfg.out_features);
-        let xs = x.as_slice();
-        y.as_mut_slice()
-            .par_chunks_mut(bn * bk)
-            .enumerate()
-            .try_for_each_init(
-                || scratch(bn * bk),
-                |acc, (t, y_blk)| -> Result<()> {
-                    let (nb, j) = (t / kb, t % kb);
-                    let a = &xs[nb * cb * bn * bc..][..cb * bn * bc];
-                    let b = &self.w[j * cb * self.w_block..][..cb * self.w_block];
-                    self.fwd.run(Batch::strided(a, b, cb), acc)?;
-                    bias_act(
-                        &self.cvt,
-                        acc,
-                        bn,
-                        bk,
-                        (n - nb * bn).min(bn),
-                        (k - j * bk).min(bk),
-                        &self.bias[j * bk..],
-                        self.cfg.activation,
-                        y_blk,
-                    );
-                    Ok(())
-                },
-            )
+        let a = (x.as_slice(), cb * bn * bc);
+        let b = (&self.w[..], cb * self.w_block);
+        per_block(
+            y.as_mut_slice(),
+            bn * bk,
+            kb,
+            &self.fwd,
+            a,
+            b,
+            cb,
+            |nb, j, acc, y_blk| {
+                bias_act(
+                    &self.cvt,
+                    acc,
+                    bn,
+                    bk,
+                    (n - nb * bn).min(bn),
+                    (k - j * bk).min(bk),
+                    &self.bias[j * bk..],
+                    self.cfg.activation,
+                    y_blk,
+                );
+            },
+        )
     }
 
     /// `dy <- dy * f'(y)`: the gradient before the activation, from the one after it. The
@@ -597,22 +596,18 @@ impl<T: Element> Linear<T> {
         self.transpose_weights();
         let Blocking { bn, bc, bk } = self.cfg.blocking;
         let (cb, kb) = (self.cb, self.kb);
-        let dys = dy.as_slice();
-        let this = &*self;
-        dx.as_mut_slice()
-            .par_chunks_mut(bn * bc)
-            .enumerate()
-            .try_for_each_init(
-                || scratch(bn * bc),
-                |acc, (t, dx_blk)| -> Result<()> {
-                    let (nb, j) = (t / cb, t % cb);
-                    let a = &dys[nb * kb * bn * bk..][..kb * bn * bk];
-                    let b = &this.wt[j * kb * this.wt_block..][..kb * this.wt_block];
-                    this.bwd_data.run(Batch::strided(a, b, kb), acc)?;
-                    eltwise::store(&this.cvt, acc, dx_blk);
-                    Ok(())
-                },
-            )
+        let a = (dy.as_slice(), kb * bn * bk);
+        let b = (&self.wt[..], kb * self.wt_block);
+        per_block(
+            dx.as_mut_slice(),
+            bn * bc,
+            cb,
+            &self.bwd_data,
+            a,
+            b,
+            kb,
+            |_, _, acc, dx_blk| eltwise::store(&self.cvt, acc, dx_blk),
+        )
     }
 
     /// `wt(cb, kb) = W(kb, cb)^T` for every block (bf16: re-paired along `bk`).
@@ -646,6 +641,17 @@ impl<T: Element> Linear<T> {
                     transpose(w_blk, bc, bk, wt_blk);
                 }
             });
+    }
+
+    /// Check the shapes of a weight-gradient pass, prepare its operands and compute the bias
+    /// gradient.
+    fn start_weight_grad(&mut self, x: &Blocked<T>, dy: &Blocked<T>) -> Result<()> {
+        let n = x.rows();
+        self.check_x(x, n)?;
+        self.check_y("output gradient", dy, n)?;
+        self.prepare_weight_grad(x, dy);
+        self.bias_grad_from(dy);
+        Ok(())
     }
 
     /// Prepare the operands of the bf16 weight-gradient BRGEMMs: `x^T` blocks, and `dy'`
@@ -746,11 +752,7 @@ impl<T: Element> Linear<T> {
     /// # Ok::<(), dlrm_kernels::Error>(())
     /// ```
     pub fn backward_weights(&mut self, x: &Blocked<T>, dy: &Blocked<T>) -> Result<()> {
-        let n = x.rows();
-        self.check_x(x, n)?;
-        self.check_y("output gradient", dy, n)?;
-        self.prepare_weight_grad(x, dy);
-        self.bias_grad_from(dy);
+        self.start_weight_grad(x, dy)?;
         let Blocking { bc, bk, .. } = self.cfg.blocking;
         let (cb, wbl) = (self.cb, self.w_block);
         let mut grad_w = std::mem::take(&mut self.grad_w);
@@ -842,11 +844,7 @@ impl<T: Element> Linear<T> {
         dy: &Blocked<T>,
         lr: f32,
     ) -> Result<()> {
-        let n = x.rows();
-        self.check_x(x, n)?;
-        self.check_y("output gradient", dy, n)?;
-        self.prepare_weight_grad(x, dy);
-        self.bias_grad_from(dy);
+        self.start_weight_grad(x, dy)?;
         // A gradient stored by an earlier `backward_weights` is stale now: drop it, so a
         // stray `update` reports an error instead of applying it again.
         self.grad_w.clear();
@@ -884,6 +882,38 @@ impl<T: Element> Linear<T> {
         sgd.sgd(&mut self.bias, &self.grad_b, lr)?;
         Ok(())
     }
+}
+
+/// One BRGEMM per output block, in parallel: block `t` of `out` (blocks of `block` elements)
+/// is (`i`, `j`) = (`t / cols`, `t % cols`) and reduces panel `i` of `a` with panel `j` of `b`
+/// (panels of the given lengths, `count` pairs each) into an f32 scratch block, which
+/// `epilogue(i, j, scratch, out_block)` then writes out. Each block is one task, computed the
+/// same way whatever the thread count.
+#[allow(clippy::too_many_arguments)]
+fn per_block<T: Element>(
+    out: &mut [T],
+    block: usize,
+    cols: usize,
+    kernel: &Brgemm,
+    (a, a_panel): (&[T], usize),
+    (b, b_panel): (&[T], usize),
+    count: usize,
+    epilogue: impl Fn(usize, usize, &mut [f32], &mut [T]) + Sync,
+) -> Result<()> {
+    out.par_chunks_mut(block).enumerate().try_for_each_init(
+        || scratch(block),
+        |acc, (t, out_blk)| -> Result<()> {
+            let (i, j) = (t / cols, t % cols);
+            let batch = Batch::strided(
+                &a[i * a_panel..][..a_panel],
+                &b[j * b_panel..][..b_panel],
+                count,
+            );
+            kernel.run(batch, acc)?;
+            epilogue(i, j, acc, out_blk);
+            Ok(())
+        },
+    )
 }
 
 /// Pack a row-major `k x n` block into VNNI-2 (`[ceil(k/2)][n][2]`, padding zero): rows

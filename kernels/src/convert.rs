@@ -23,6 +23,7 @@
 
 use half::bf16;
 
+use crate::error::same_len;
 use crate::{Isa, KernelError, portable};
 
 /// Conversions bound to an ISA. `Copy`, cheap to make.
@@ -38,14 +39,6 @@ use crate::{Isa, KernelError, portable};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Converter {
     isa: Isa,
-}
-
-fn same_len(what: &'static str, left: usize, right: usize) -> Result<(), KernelError> {
-    if left == right {
-        Ok(())
-    } else {
-        Err(KernelError::LengthMismatch { what, left, right })
-    }
 }
 
 impl Converter {

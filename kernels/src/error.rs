@@ -159,3 +159,12 @@ impl fmt::Display for KernelError {
 }
 
 impl std::error::Error for KernelError {}
+
+/// `Err(KernelError::LengthMismatch)` unless `left == right`.
+pub(crate) fn same_len(what: &'static str, left: usize, right: usize) -> Result<(), KernelError> {
+    if left == right {
+        Ok(())
+    } else {
+        Err(KernelError::LengthMismatch { what, left, right })
+    }
+}

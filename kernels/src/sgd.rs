@@ -29,6 +29,7 @@
 
 use half::bf16;
 
+use crate::error::same_len;
 use crate::{Isa, KernelError};
 
 /// SGD updates bound to an ISA. `Copy`, cheap to make.
@@ -43,14 +44,6 @@ use crate::{Isa, KernelError};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sgd {
     isa: Isa,
-}
-
-fn same_len(what: &'static str, left: usize, right: usize) -> Result<(), KernelError> {
-    if left == right {
-        Ok(())
-    } else {
-        Err(KernelError::LengthMismatch { what, left, right })
-    }
 }
 
 impl Sgd {
