@@ -155,6 +155,10 @@ struct Args {
     /// Write the metrics over time to this CSV file.
     #[arg(long)]
     metrics_csv: Option<PathBuf>,
+    /// Order of a dataset's training batches: as stored, or whole batches shuffled each
+    /// epoch (seeded by --numpy-rand-seed).
+    #[arg(long, value_enum, default_value_t = DataRandomize::None)]
+    data_randomize: DataRandomize,
     /// Skip malformed lines of raw data (counted in the summary) instead of stopping.
     #[arg(long, action = ArgAction::Set, default_value_t = false)]
     skip_malformed: bool,
@@ -188,6 +192,12 @@ enum DataGeneration {
 enum DataSet {
     Kaggle,
     Terabyte,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum DataRandomize {
+    None,
+    Total,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -292,7 +302,8 @@ fn train(
     let (mut running_loss, mut running_n) = (0.0, 0usize);
     let start_step = model.steps();
     for epoch in 0..args.nepochs {
-        let mut batches = Prefetcher::spawn(data.train_epoch(epoch), 4);
+        let epoch_batches = data.train_epoch(epoch, args.data_randomize, args.numpy_rand_seed);
+        let mut batches = Prefetcher::spawn(epoch_batches, 4);
         let epoch_start = Instant::now();
         let mut it = 0;
         for batch in batches.by_ref() {
@@ -584,15 +595,21 @@ impl Data {
     fn train_epoch(
         &self,
         epoch: usize,
+        randomize: DataRandomize,
+        seed: u64,
     ) -> impl Iterator<Item = dlrm_kernels::Result<MiniBatch>> + Send + 'static {
         let source = self.train.clone();
         let n = self.train_batches;
-        let first = if matches!(source, Source::Binary(_)) {
-            0
-        } else {
-            epoch * n
+        // Generated data: fresh batches every epoch. A dataset: its batches, in order or
+        // (--data-randomize total) as whole batches shuffled anew each epoch.
+        let order: Vec<usize> = match &source {
+            Source::Binary(r) => {
+                let shuffle = (randomize == DataRandomize::Total).then(|| seed ^ epoch as u64);
+                r.order(shuffle).into_iter().take(n).collect()
+            }
+            _ => (epoch * n..(epoch + 1) * n).collect(),
         };
-        (first..first + n).map(move |i| {
+        order.into_iter().map(move |i| {
             source
                 .batch(i)
                 .map_err(|e| match e.downcast::<dlrm_kernels::Error>() {
@@ -1157,6 +1174,49 @@ mod tests {
             std::fs::remove_file(format!("{}_processed_{split}.bin", raw.display())).ok();
         }
         std::fs::remove_file(raw).ok();
+    }
+
+    #[test]
+    fn trains_on_terabyte_day_files_with_shuffled_batches() {
+        let prefix = tmp("day");
+        for d in 0..3 {
+            write_criteo(&PathBuf::from(format!("{}_{d}", prefix.display())), 2000);
+        }
+        let a = args(&[
+            "--data-generation",
+            "dataset",
+            "--data-set",
+            "terabyte",
+            "--raw-data-file",
+            prefix.to_str().unwrap(),
+            "--max-ind-range",
+            "100",
+            "--arch-sparse-feature-size",
+            "8",
+            "--arch-mlp-bot",
+            "13-16-8",
+            "--arch-mlp-top",
+            "16-1",
+            "--mini-batch-size",
+            "32",
+            "--nepochs",
+            "2",
+            "--learning-rate",
+            "0.2",
+            "--data-randomize",
+            "total",
+        ]);
+        let s = run(&a, &mut Reporter::new(false)).unwrap();
+        // Days 0 and 1 train (4000 samples), the first half of day 2 tests.
+        assert_eq!(s.steps, 2 * 4000usize.div_ceil(32) as u64);
+        assert_eq!(s.evals[0].samples, 1000);
+        assert!(s.evals.last().unwrap().auc > 0.65, "{:?}", s.evals.last());
+        for split in ["train", "test"] {
+            std::fs::remove_file(format!("{}_processed_{split}.bin", prefix.display())).ok();
+        }
+        for d in 0..3 {
+            std::fs::remove_file(format!("{}_{d}", prefix.display())).ok();
+        }
     }
 
     #[test]
