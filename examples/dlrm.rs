@@ -604,7 +604,7 @@ impl Data {
         // (--data-randomize total) as whole batches shuffled anew each epoch.
         let order: Vec<usize> = match &source {
             Source::Binary(r) => {
-                let shuffle = (randomize == DataRandomize::Total).then(|| seed ^ epoch as u64);
+                let shuffle = (randomize == DataRandomize::Total).then_some(seed ^ epoch as u64);
                 r.order(shuffle).into_iter().take(n).collect()
             }
             _ => (epoch * n..(epoch + 1) * n).collect(),
