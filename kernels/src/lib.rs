@@ -1,5 +1,14 @@
 //! Microkernels for `dlrm-kernels`: batch-reduce GEMM (BRGEMM) with AVX-512 fp32,
-//! AVX512-BF16 and portable paths, and bf16 conversions for Split-SGD.
+//! AVX512-BF16 and portable paths, and the element-wise pieces around it.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`brgemm`], [`vnni`] | the BRGEMM descriptor, kernel and batches; the VNNI-2 layout of bf16 B |
+//! | [`embedding`] | embedding-bag row kernels: pooling with prefetch, the fused sparse update, huge-page buffers |
+//! | [`convert`], [`sgd`] | f32 <-> bf16 (round to nearest even), the Split-SGD split/join and updates |
+//! | [`eltwise`] | the MLP's bias + activation epilogue, activation derivative, column sums, transposes |
+//! | [`isa`], [`peak`] | run-time ISA detection (`DLRM_ISA`), the FMA / `vdpbf16ps` peak loops |
+//! | [`mmap`] | read-only memory-mapped files (the binary dataset reader) |
 //!
 //! This crate holds all the `unsafe` SIMD code of the project; everything above it is safe.
 //! Kernels follow one pattern: *describe once, get a kernel, run it many times*. A
