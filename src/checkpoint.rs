@@ -51,10 +51,6 @@ fn list(v: &[usize]) -> String {
 
 /// The configuration and step as safetensors metadata.
 fn to_metadata(cfg: &DlrmConfig, step: u64) -> HashMap<String, String> {
-    let opt = match cfg.embedding_optimizer {
-        EmbeddingOptimizer::Sgd => "sgd",
-        EmbeddingOptimizer::RowwiseAdagrad => "rwsadagrad",
-    };
     [
         ("format", FORMAT.to_string()),
         ("arch_mlp_bot", list(&cfg.bottom_mlp)),
@@ -69,7 +65,7 @@ fn to_metadata(cfg: &DlrmConfig, step: u64) -> HashMap<String, String> {
         ("precision", cfg.precision.name().to_string()),
         ("mini_batch_size", cfg.batch_size.to_string()),
         ("loss_function", cfg.loss.name().to_string()),
-        ("optimizer", opt.to_string()),
+        ("optimizer", cfg.embedding_optimizer.name().to_string()),
         ("learning_rate", cfg.lr.base_lr.to_string()),
         ("lr_num_warmup_steps", cfg.lr.warmup_steps.to_string()),
         ("lr_decay_start_step", cfg.lr.decay_start_step.to_string()),
@@ -105,33 +101,58 @@ fn from_metadata(meta: &HashMap<String, String>) -> std::result::Result<(DlrmCon
     if get("format")? != FORMAT {
         return Err(format!("format {:?}, expected {FORMAT:?}", get("format")?));
     }
-    let interaction = match get("arch_interaction_op")? {
-        "dot" => InteractionOp::Dot,
-        "cat" => InteractionOp::Cat,
-        o => return Err(format!("unknown interaction {o:?}")),
-    };
-    let precision = match get("precision")? {
-        "fp32" => Precision::F32,
-        "bf16" => Precision::Bf16,
-        o => return Err(format!("unknown precision {o:?}")),
-    };
-    let loss = match get("loss_function")? {
-        "bce" => Loss::Bce,
-        "mse" => Loss::Mse,
-        o => return Err(format!("unknown loss {o:?}")),
-    };
-    let embedding_optimizer = match get("optimizer")? {
-        "sgd" => EmbeddingOptimizer::Sgd,
-        "rwsadagrad" => EmbeddingOptimizer::RowwiseAdagrad,
-        o => return Err(format!("unknown optimizer {o:?}")),
-    };
+    // Each enum is written by its `name()`; read it back by the same names.
+    fn named<T: Copy>(
+        key: &str,
+        value: &str,
+        all: &[T],
+        name: fn(T) -> &'static str,
+    ) -> std::result::Result<T, String> {
+        let names: Vec<&str> = all.iter().map(|&v| name(v)).collect();
+        all.iter()
+            .copied()
+            .find(|&v| name(v) == value)
+            .ok_or_else(|| format!("metadata {key:?} is {value:?}, expected one of {names:?}"))
+    }
+    let interaction = named(
+        "arch_interaction_op",
+        get("arch_interaction_op")?,
+        &[InteractionOp::Dot, InteractionOp::Cat],
+        InteractionOp::name,
+    )?;
+    let precision = named(
+        "precision",
+        get("precision")?,
+        &[Precision::F32, Precision::Bf16],
+        Precision::name,
+    )?;
+    let loss = named(
+        "loss_function",
+        get("loss_function")?,
+        &[Loss::Bce, Loss::Mse],
+        Loss::name,
+    )?;
+    let embedding_optimizer = named(
+        "optimizer",
+        get("optimizer")?,
+        &[EmbeddingOptimizer::Sgd, EmbeddingOptimizer::RowwiseAdagrad],
+        EmbeddingOptimizer::name,
+    )?;
+    let interaction_itself = named(
+        "arch_interaction_itself",
+        get("arch_interaction_itself")?,
+        &[false, true],
+        |b| {
+            if b { "true" } else { "false" }
+        },
+    )?;
     let cfg = DlrmConfig {
         bottom_mlp: sizes("arch_mlp_bot")?,
         top_mlp: sizes("arch_mlp_top")?,
         table_rows: sizes("arch_embedding_size")?,
         embedding_dim: num("arch_sparse_feature_size")? as usize,
         interaction,
-        interaction_itself: get("arch_interaction_itself")? == "true",
+        interaction_itself,
         precision,
         batch_size: num("mini_batch_size")? as usize,
         loss,

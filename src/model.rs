@@ -83,6 +83,21 @@ pub enum EmbeddingOptimizer {
     RowwiseAdagrad,
 }
 
+impl EmbeddingOptimizer {
+    /// `"sgd"` or `"rwsadagrad"`, as the trainer's `--optimizer` takes it.
+    ///
+    /// ```
+    /// use dlrm_kernels::model::EmbeddingOptimizer;
+    /// assert_eq!(EmbeddingOptimizer::RowwiseAdagrad.name(), "rwsadagrad");
+    /// ```
+    pub fn name(self) -> &'static str {
+        match self {
+            EmbeddingOptimizer::Sgd => "sgd",
+            EmbeddingOptimizer::RowwiseAdagrad => "rwsadagrad",
+        }
+    }
+}
+
 /// Everything that defines a DLRM model and its training.
 ///
 /// ```

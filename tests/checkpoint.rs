@@ -237,6 +237,29 @@ fn mismatched_and_broken_checkpoints_are_refused_and_change_nothing() {
         checkpoint::load_into(&mut target, &truncated),
         Err(Error::Checkpoint { .. })
     ));
+    // Metadata naming a precision this crate does not know.
+    let foreign = tmp("foreign");
+    {
+        use safetensors::tensor::{Dtype, TensorView};
+        let bytes = std::fs::read(&good).unwrap();
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        let mut meta = header.metadata().clone().unwrap();
+        meta.insert("precision".into(), "fp16".into());
+        let d = vec![0u8; 4];
+        let v = vec![(
+            "x".to_string(),
+            TensorView::new(Dtype::F32, vec![1], &d).unwrap(),
+        )];
+        safetensors::serialize_to_file(v, Some(meta), &foreign).unwrap();
+    }
+    let err = checkpoint::load_into(&mut target, &foreign)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("metadata \"precision\" is \"fp16\", expected one of [\"fp32\", \"bf16\"]"),
+        "{err}"
+    );
+    std::fs::remove_file(&foreign).unwrap();
     let bare = tmp("bare");
     {
         use safetensors::tensor::{Dtype, TensorView};
