@@ -8,7 +8,8 @@
 //!
 //! * forward: `y(nb,kb) = f(sum_cb x(nb,cb) W(kb,cb) + b(kb))`, tasks over (nb, kb);
 //! * backward-data: `dx(nb,cb) = sum_kb dy'(nb,kb) W(kb,cb)^T`, tasks over (nb, cb), where
-//!   `dy' = dy * f'(y)` and the weights are transposed block-wise once per call;
+//!   `dy' = dy * f'(y)`; the transposed weights `W^T` are kept beside `W` (built on the
+//!   first call, then refreshed block by block inside the fused update);
 //! * backward-weights: `dW(kb,cb) = sum_nb x(nb,cb)^T dy'(nb,kb)`, tasks over (kb, cb);
 //!   `db = column sums of dy'`.
 //!
@@ -41,7 +42,8 @@ use crate::blocked::Blocked;
 use crate::error::{Error, Result, check_len};
 use crate::kernels::convert::Converter;
 pub use crate::kernels::eltwise::Activation;
-use crate::kernels::eltwise::{self, bias_act, column_sums, transpose};
+use crate::kernels::eltwise::{self, bias_act, column_sums};
+use crate::kernels::reorder::Reorder;
 use crate::kernels::sgd::Sgd;
 use crate::kernels::{
     ALayout, Accum, Batch, BatchKind, Brgemm, BrgemmDesc, DType, Element, SliceMut, vnni,
@@ -179,8 +181,11 @@ pub struct Linear<T: Element> {
     grad_w: Vec<f32>,
     /// Bias gradient, padded to `Kb * bk`.
     grad_b: Vec<f32>,
-    /// Scratch: `W^T` blocks `[Cb][Kb]` (bf16: VNNI-2 over `bk`).
+    /// `W^T` blocks `[Cb][Kb]` (bf16: VNNI-2 over `bk`), for backward-data; empty until
+    /// its first call.
     wt: Vec<T>,
+    /// Whether `wt` holds the transpose of the current `w`.
+    wt_fresh: bool,
     /// Scratch (bf16 only): `x^T` blocks `[Cb][Nb][bc][bn]`.
     xt: Vec<T>,
     /// Scratch (bf16 only): `dy'` blocks in VNNI-2 over `bn`, `[Kb][Nb]`.
@@ -191,6 +196,7 @@ pub struct Linear<T: Element> {
     /// The same, adding to C (for the later chunks of the batch reduction).
     bwd_weights_acc: Brgemm,
     cvt: Converter,
+    reorder: Reorder,
     sgd: Sgd,
 }
 
@@ -295,6 +301,7 @@ impl<T: Element> Linear<T> {
             grad_w: Vec::new(),
             grad_b: vec![0.0; kb * bk],
             wt: Vec::new(),
+            wt_fresh: false,
             xt: Vec::new(),
             dyv: Vec::new(),
             fwd: Brgemm::new(desc(bn, bk, bc, bn * bc, w_block))?,
@@ -305,6 +312,7 @@ impl<T: Element> Linear<T> {
                 ..bwd_weights
             })?,
             cvt: Converter::new()?,
+            reorder: Reorder::new()?,
             sgd: Sgd::new()?,
         })
     }
@@ -364,6 +372,7 @@ impl<T: Element> Linear<T> {
             }
         }
         self.bias[..k].copy_from_slice(bias);
+        self.wt_fresh = false;
         Ok(())
     }
 
@@ -593,7 +602,9 @@ impl<T: Element> Linear<T> {
         let n = dy.rows();
         self.check_y("output gradient", dy, n)?;
         self.check_x(dx, n)?;
-        self.transpose_weights();
+        if !self.wt_fresh {
+            self.transpose_weights();
+        }
         let Blocking { bn, bc, bk } = self.cfg.blocking;
         let (cb, kb) = (self.cb, self.kb);
         let a = (dy.as_slice(), kb * bn * bk);
@@ -612,35 +623,50 @@ impl<T: Element> Linear<T> {
 
     /// `wt(cb, kb) = W(kb, cb)^T` for every block (bf16: re-paired along `bk`).
     fn transpose_weights(&mut self) {
-        let Blocking { bc, bk, .. } = self.cfg.blocking;
         let (cb, kb, wbl, wtbl) = (self.cb, self.kb, self.w_block, self.wt_block);
-        self.wt.resize(cb * kb * wtbl, T::default());
-        let w = &self.w;
-        let bf = T::DTYPE == DType::Bf16;
-        self.wt
-            .par_chunks_mut(wtbl)
-            .enumerate()
-            .for_each(|(t, wt_blk)| {
+        let mut wt = std::mem::take(&mut self.wt);
+        wt.resize(cb * kb * wtbl, T::default());
+        let (w, this) = (&self.w, &*self);
+        wt.par_chunks_mut(wtbl).enumerate().for_each_init(
+            || this.transpose_scratch(),
+            |tmp, (t, wt_blk)| {
                 let (j, i) = (t / kb, t % kb);
-                let w_blk = &w[(i * cb + j) * wbl..][..wbl];
-                if bf {
-                    // W block: (c, k) at vnni::index(c, k, bk); W^T block: (k, c) at
-                    // vnni::index(k, c, bc). One output pair row (k = 2p, 2p + 1) at a time.
-                    for (p, out) in wt_blk.chunks_exact_mut(2 * bc).enumerate() {
-                        for (c, pair) in out.chunks_exact_mut(2).enumerate() {
-                            let src = (c / 2) * 2 * bk + c % 2;
-                            pair[0] = w_blk[src + 4 * p];
-                            pair[1] = if 2 * p + 1 < bk {
-                                w_blk[src + 4 * p + 2]
-                            } else {
-                                T::default()
-                            };
-                        }
-                    }
-                } else {
-                    transpose(w_blk, bc, bk, wt_blk);
-                }
-            });
+                this.transpose_block(&w[(i * cb + j) * wbl..][..wbl], wt_blk, tmp);
+            },
+        );
+        self.wt = wt;
+        self.wt_fresh = true;
+    }
+
+    /// Scratch for [`Linear::transpose_block`].
+    fn transpose_scratch(&self) -> (Vec<T>, Vec<T>) {
+        let Blocking { bc, bk, .. } = self.cfg.blocking;
+        let len = if T::DTYPE == DType::Bf16 { bc * bk } else { 0 };
+        (vec![T::default(); len], vec![T::default(); len])
+    }
+
+    /// One block of `W^T` from its block of `W`: a transpose (bf16: VNNI pairs over `bc`
+    /// undone, transposed, paired again over `bk`).
+    fn transpose_block(
+        &self,
+        w_blk: &[T],
+        wt_blk: &mut [T],
+        (plain, plain_t): &mut (Vec<T>, Vec<T>),
+    ) {
+        let Blocking { bc, bk, .. } = self.cfg.blocking;
+        let r = &self.reorder;
+        // Sizes are the layer's own: the reorders cannot fail.
+        if T::DTYPE == DType::Bf16 {
+            r.unpack_pairs(w_blk, bc, bk, plain)
+                .expect("weight block size");
+            r.transpose(plain, bc, bk, plain_t)
+                .expect("weight block size");
+            r.pack_pairs(plain_t, bk, bc, wt_blk)
+                .expect("weight block size");
+        } else {
+            r.transpose(w_blk, bc, bk, wt_blk)
+                .expect("weight block size");
+        }
     }
 
     /// Check the shapes of a weight-gradient pass, prepare its operands and compute the bias
@@ -659,20 +685,28 @@ impl<T: Element> Linear<T> {
     fn prepare_weight_grad(&mut self, x: &Blocked<T>, dy: &Blocked<T>) {
         let Blocking { bn, bc, bk } = self.cfg.blocking;
         let (cb, kb, nb) = (self.cb, self.kb, x.row_blocks());
+        let reorder = self.reorder;
         if T::DTYPE == DType::Bf16 {
             self.xt.resize(cb * nb * bc * bn, T::default());
             self.xt
                 .par_chunks_mut(bc * bn)
                 .enumerate()
-                .for_each(|(t, xt_blk)| transpose(x.block(t % nb, t / nb), bn, bc, xt_blk));
+                .for_each(|(t, xt_blk)| {
+                    let x_blk = x.block(t % nb, t / nb);
+                    reorder
+                        .transpose(x_blk, bn, bc, xt_blk)
+                        .expect("block size");
+                });
             let pl = vnni::packed_len(bn, bk);
             self.dyv.resize(kb * nb * pl, T::default());
             self.dyv
                 .par_chunks_mut(pl)
                 .enumerate()
                 .for_each(|(t, v_blk)| {
-                    let src = dy.block(t % nb, t / nb);
-                    pack_pairs(src, bn, bk, v_blk);
+                    let dy_blk = dy.block(t % nb, t / nb);
+                    reorder
+                        .pack_pairs(dy_blk, bn, bk, v_blk)
+                        .expect("block size");
                 });
         }
     }
@@ -764,7 +798,7 @@ impl<T: Element> Linear<T> {
             |acc, (t, g_blk)| -> Result<()> {
                 this.weight_grad_block(x, dy, t / cb, t % cb, acc)?;
                 if bf {
-                    pack_pairs(acc, bc, bk, g_blk);
+                    this.reorder.pack_pairs(&acc[..], bc, bk, g_blk)?;
                 } else {
                     g_blk.copy_from_slice(acc);
                 }
@@ -814,6 +848,7 @@ impl<T: Element> Linear<T> {
                 .zip(self.grad_w.par_chunks(wbl))
                 .try_for_each(|((hi, lo), g)| sgd.split_sgd(hi, lo, g, lr))?,
         }
+        self.wt_fresh = false;
         sgd.sgd(&mut self.bias, &self.grad_b, lr)?;
         Ok(())
     }
@@ -849,35 +884,56 @@ impl<T: Element> Linear<T> {
         // stray `update` reports an error instead of applying it again.
         self.grad_w.clear();
         let Blocking { bc, bk, .. } = self.cfg.blocking;
-        let (cb, wbl, sgd) = (self.cb, self.w_block, self.sgd);
+        let (cb, kb, wbl, wtbl, sgd) = (self.cb, self.kb, self.w_block, self.wt_block, self.sgd);
+        let bf = T::DTYPE == DType::Bf16;
         let mut w = std::mem::take(&mut self.w);
         let mut w_lo = std::mem::take(&mut self.w_lo);
+        let mut wt = std::mem::take(&mut self.wt);
+        // Per weight block: its lower halves (bf16) and, once backward-data has built W^T,
+        // its block of W^T, refreshed right after the update while the block is in cache.
+        let blocks = kb * cb;
+        let mut lo_blocks: Vec<Option<&mut [u16]>> = (0..blocks).map(|_| None).collect();
+        for (slot, lo) in lo_blocks.iter_mut().zip(w_lo.chunks_mut(wbl)) {
+            *slot = Some(lo);
+        }
+        let keep_wt = wt.len() == blocks * wtbl;
+        let mut wt_blocks: Vec<Option<&mut [T]>> = (0..blocks).map(|_| None).collect();
+        if keep_wt {
+            for (u, blk) in wt.chunks_mut(wtbl).enumerate() {
+                wt_blocks[(u % kb) * cb + u / kb] = Some(blk);
+            }
+        }
         let this = &*self;
-        let res = match T::view_mut(&mut w) {
-            SliceMut::F32(w) => w.par_chunks_mut(wbl).enumerate().try_for_each_init(
-                || scratch(bc * bk),
-                |acc, (t, w_blk)| -> Result<()> {
+        let res = w
+            .par_chunks_mut(wbl)
+            .zip(lo_blocks)
+            .zip(wt_blocks)
+            .enumerate()
+            .try_for_each_init(
+                || {
+                    let g = scratch(if bf { wbl } else { 0 });
+                    (scratch(bc * bk), g, this.transpose_scratch())
+                },
+                |(acc, g, tmp), (t, ((w_blk, lo), wt_blk))| -> Result<()> {
                     this.weight_grad_block(x, dy, t / cb, t % cb, acc)?;
-                    sgd.sgd(w_blk, acc, lr)?;
+                    match (T::view_mut(&mut *w_blk), lo) {
+                        (SliceMut::F32(w), _) => sgd.sgd(w, acc, lr)?,
+                        (SliceMut::Bf16(hi), Some(lo)) => {
+                            this.reorder.pack_pairs(&acc[..], bc, bk, g)?;
+                            sgd.split_sgd(hi, lo, g, lr)?;
+                        }
+                        (SliceMut::Bf16(_), None) => unreachable!("bf16 layers keep lower halves"),
+                    }
+                    if let Some(wt_blk) = wt_blk {
+                        this.transpose_block(w_blk, wt_blk, tmp);
+                    }
                     Ok(())
                 },
-            ),
-            SliceMut::Bf16(hi) => hi
-                .par_chunks_mut(wbl)
-                .zip(w_lo.par_chunks_mut(wbl))
-                .enumerate()
-                .try_for_each_init(
-                    || (scratch(bc * bk), scratch(wbl)),
-                    |(acc, g), (t, (hi, lo))| -> Result<()> {
-                        this.weight_grad_block(x, dy, t / cb, t % cb, acc)?;
-                        pack_pairs(acc, bc, bk, g);
-                        sgd.split_sgd(hi, lo, g, lr)?;
-                        Ok(())
-                    },
-                ),
-        };
+            );
         self.w = w;
         self.w_lo = w_lo;
+        self.wt = wt;
+        self.wt_fresh = keep_wt && res.is_ok();
         res?;
         sgd.sgd(&mut self.bias, &self.grad_b, lr)?;
         Ok(())
@@ -914,32 +970,4 @@ fn per_block<T: Element>(
             Ok(())
         },
     )
-}
-
-/// Pack a row-major `k x n` block into VNNI-2 (`[ceil(k/2)][n][2]`, padding zero): rows
-/// `2p` and `2p + 1` interleaved.
-fn pack_pairs<T: Element>(src: &[T], k: usize, n: usize, dst: &mut [T]) {
-    for (p, out) in dst[..k.div_ceil(2) * 2 * n]
-        .chunks_exact_mut(2 * n)
-        .enumerate()
-    {
-        let even = &src[2 * p * n..][..n];
-        let odd = src
-            .get((2 * p + 1) * n..(2 * p + 2) * n)
-            .filter(|_| 2 * p + 1 < k);
-        match odd {
-            Some(odd) => {
-                for ((o, a), b) in out.chunks_exact_mut(2).zip(even).zip(odd) {
-                    o[0] = *a;
-                    o[1] = *b;
-                }
-            }
-            None => {
-                for (o, a) in out.chunks_exact_mut(2).zip(even) {
-                    o[0] = *a;
-                    o[1] = T::default();
-                }
-            }
-        }
-    }
 }

@@ -496,3 +496,50 @@ fn shape_mismatches_are_errors_and_change_nothing() {
     assert!(Mlp::<f32>::new(MlpConfig::new(vec![5, 0, 3], 4), 0).is_err());
     assert!(Mlp::<f32>::new(MlpConfig::new(vec![5, 3], 0), 0).is_err());
 }
+
+/// Backward-data reads `W^T`, which the fused update keeps in step with `W`: after several
+/// fused steps it must equal the backward-data of a layer built fresh from the same weights.
+fn kept_transpose_matches_fresh<T: Element>() {
+    for (c, k, bc, bk) in [(20, 40, 20, 16), (64, 33, 16, 11), (7, 5, 3, 2)] {
+        let blocking = Blocking { bn: 6, bc, bk };
+        let cfg = LinearConfig::new(c, k, Activation::Relu, blocking);
+        let mut layer = Linear::<T>::new(cfg, 3).unwrap();
+        let mut rng = Rng::new(4);
+        let n = 13;
+        let x = Blocked::<T>::from_row_major(&rand_vec(&mut rng, n * c, 1.0), n, c, 6, bc).unwrap();
+        let dy =
+            Blocked::<T>::from_row_major(&rand_vec(&mut rng, n * k, 1.0), n, k, 6, bk).unwrap();
+        let mut dx = layer.input_zeros(n).unwrap();
+        for _ in 0..3 {
+            layer.backward_data(&dy, &mut dx).unwrap();
+            layer.backward_weights_update(&x, &dy, 0.05).unwrap();
+        }
+        layer.backward_data(&dy, &mut dx).unwrap();
+        let mut fresh = Linear::<T>::new(cfg, 0).unwrap();
+        fresh
+            .set_parameters(&layer.weights(), layer.bias())
+            .unwrap();
+        let mut dx_fresh = fresh.input_zeros(n).unwrap();
+        fresh.backward_data(&dy, &mut dx_fresh).unwrap();
+        assert_eq!(
+            dx.as_slice(),
+            dx_fresh.as_slice(),
+            "{c}x{k} blocks {bc}x{bk}"
+        );
+        // The separate update marks W^T stale; backward-data rebuilds it.
+        layer.backward_weights(&x, &dy).unwrap();
+        layer.update(0.05).unwrap();
+        layer.backward_data(&dy, &mut dx).unwrap();
+        fresh
+            .set_parameters(&layer.weights(), layer.bias())
+            .unwrap();
+        fresh.backward_data(&dy, &mut dx_fresh).unwrap();
+        assert_eq!(dx.as_slice(), dx_fresh.as_slice());
+    }
+}
+
+#[test]
+fn backward_data_after_fused_updates_uses_current_weights() {
+    kept_transpose_matches_fresh::<f32>();
+    kept_transpose_matches_fresh::<half::bf16>();
+}

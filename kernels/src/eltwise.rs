@@ -1,6 +1,7 @@
 //! Elementwise pieces of the blocked MLP: the forward epilogue (bias, activation, rounding to
-//! the output type), the activation derivative, column sums for the bias gradient, and block
-//! transposes. Memory-bound; each works on one cache-resident block at a time.
+//! the output type), the activation derivative and column sums for the bias gradient.
+//! Memory-bound; each works on one cache-resident block at a time. Block transposes and VNNI
+//! packing are in [`crate::reorder`].
 
 use crate::convert::Converter;
 use crate::{Element, SliceMut, SliceRef};
@@ -228,30 +229,6 @@ pub fn column_sums<T: Element>(block: &[T], rows: usize, cols: usize, sums: &mut
     for row in block[..rows * cols].chunks_exact(cols) {
         for (s, x) in sums.iter_mut().zip(row) {
             *s += x.to_f32();
-        }
-    }
-}
-
-/// `dst[j][i] = src[i][j]` for a `rows x cols` row-major block (dst is `cols x rows`).
-///
-/// # Panics
-///
-/// If a slice holds fewer than `rows * cols` values.
-///
-/// ```
-/// let mut t = [0f32; 6];
-/// dlrm_microkernels::eltwise::transpose(&[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], 2, 3, &mut t);
-/// assert_eq!(t, [1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
-/// ```
-pub fn transpose<T: Copy>(src: &[T], rows: usize, cols: usize, dst: &mut [T]) {
-    if rows == 0 || cols == 0 {
-        return;
-    }
-    let (src, dst) = (&src[..rows * cols], &mut dst[..rows * cols]);
-    // One output row at a time: a gather down one column of the (cache-resident) block.
-    for (c, out) in dst.chunks_exact_mut(rows).enumerate() {
-        for (d, row) in out.iter_mut().zip(src.chunks_exact(cols)) {
-            *d = row[c];
         }
     }
 }

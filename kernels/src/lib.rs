@@ -64,6 +64,7 @@ mod error;
 pub mod isa;
 pub mod mmap;
 pub mod peak;
+pub mod reorder;
 pub mod sgd;
 pub mod vnni;
 

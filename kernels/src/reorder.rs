@@ -1,0 +1,319 @@
+//! Block layout changes the blocked MLP needs between its GEMMs: the transpose of a block,
+//! and the VNNI-2 pairing of rows (see [`crate::vnni`]) and its inverse, for f32 and bf16
+//! blocks. AVX-512 does them a 16 x 16 tile of 32-bit lanes at a time (a bf16 transpose
+//! joins two rows into 32-bit pairs first); other CPUs run plain loops with the same result.
+//!
+//! ```
+//! use dlrm_microkernels::reorder::Reorder;
+//! use half::bf16;
+//!
+//! let r = Reorder::new()?;
+//! // A 2 x 3 block and its transpose.
+//! let x = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
+//! let mut t = [0f32; 6];
+//! r.transpose(&x, 2, 3, &mut t)?;
+//! assert_eq!(t, [1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+//!
+//! // VNNI-2: rows 0 and 1 interleaved; an odd last row is paired with zero.
+//! let b = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0].map(bf16::from_f32);
+//! let mut v = [bf16::ONE; 8];
+//! r.pack_pairs(&b, 3, 2, &mut v)?;
+//! assert_eq!(v.map(|x| x.to_f32()), [1.0, 3.0, 2.0, 4.0, 5.0, 0.0, 6.0, 0.0]);
+//! let mut back = [bf16::ZERO; 6];
+//! r.unpack_pairs(&v, 3, 2, &mut back)?;
+//! assert_eq!(back, b);
+//! # Ok::<(), dlrm_microkernels::KernelError>(())
+//! ```
+
+use crate::vnni::packed_len;
+use crate::{Element, Isa, KernelError};
+
+/// Block transposes and VNNI-2 packing for the ISA chosen at construction.
+///
+/// ```
+/// let r = dlrm_microkernels::reorder::Reorder::new()?;
+/// let mut t = [0f32; 2];
+/// r.transpose(&[1.0f32, 2.0], 1, 2, &mut t)?;
+/// assert_eq!(t, [1.0, 2.0]);
+/// # Ok::<(), dlrm_microkernels::KernelError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reorder {
+    isa: Isa,
+}
+
+/// `Err(SliceTooShort)` unless `len >= needed`.
+fn fits(operand: &'static str, needed: usize, len: usize) -> Result<(), KernelError> {
+    if len >= needed {
+        Ok(())
+    } else {
+        Err(KernelError::SliceTooShort {
+            operand,
+            batch_index: None,
+            needed,
+            len,
+        })
+    }
+}
+
+impl Reorder {
+    /// For the active ISA ([`Isa::active`]: the best this CPU has, or `DLRM_ISA`).
+    ///
+    /// # Errors
+    ///
+    /// As [`Isa::active`].
+    ///
+    /// ```
+    /// assert!(dlrm_microkernels::reorder::Reorder::new().is_ok());
+    /// ```
+    pub fn new() -> Result<Self, KernelError> {
+        Self::with_isa(Isa::active()?)
+    }
+
+    /// For a given ISA.
+    ///
+    /// # Errors
+    ///
+    /// [`KernelError::IsaUnavailable`] if this CPU lacks `isa`.
+    ///
+    /// ```
+    /// use dlrm_microkernels::{Isa, reorder::Reorder};
+    /// assert!(Reorder::with_isa(Isa::Portable).is_ok());
+    /// ```
+    pub fn with_isa(isa: Isa) -> Result<Self, KernelError> {
+        Ok(Reorder {
+            isa: isa.require()?,
+        })
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn simd(&self) -> bool {
+        self.isa >= Isa::Avx512
+    }
+
+    /// `dst[c * rows + r] = src[r * cols + c]`: the `cols x rows` transpose of a row-major
+    /// `rows x cols` block. Values past `rows * cols` are not touched.
+    ///
+    /// # Errors
+    ///
+    /// [`KernelError::SliceTooShort`] if `src` or `dst` holds fewer than `rows * cols`
+    /// values (nothing is written).
+    ///
+    /// ```
+    /// use dlrm_microkernels::reorder::Reorder;
+    /// use half::bf16;
+    /// let r = Reorder::new()?;
+    /// let x = [1.0, 2.0, 3.0, 4.0].map(bf16::from_f32);
+    /// let mut t = [bf16::ZERO; 4];
+    /// r.transpose(&x, 2, 2, &mut t)?;
+    /// assert_eq!(t.map(|v| v.to_f32()), [1.0, 3.0, 2.0, 4.0]);
+    /// assert!(r.transpose(&x, 2, 3, &mut t).is_err());
+    /// # Ok::<(), dlrm_microkernels::KernelError>(())
+    /// ```
+    pub fn transpose<T: Element>(
+        &self,
+        src: &[T],
+        rows: usize,
+        cols: usize,
+        dst: &mut [T],
+    ) -> Result<(), KernelError> {
+        let len = rows.saturating_mul(cols);
+        fits("src", len, src.len())?;
+        fits("dst", len, dst.len())?;
+        #[cfg(target_arch = "x86_64")]
+        if self.simd() {
+            let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
+            // SAFETY: the ISA was checked available; both slices hold rows * cols values of
+            // T, whose bits the kernels move as 32-bit (f32) or 16-bit (bf16) lanes.
+            unsafe {
+                match T::DTYPE.size_bytes() {
+                    4 => crate::avx512::transpose32(s.cast(), rows, cols, d.cast()),
+                    _ => crate::avx512::transpose16(s.cast(), rows, cols, d.cast()),
+                }
+            }
+            return Ok(());
+        }
+        for (c, out) in dst[..len].chunks_exact_mut(rows.max(1)).enumerate() {
+            for (d, row) in out.iter_mut().zip(src[..len].chunks_exact(cols)) {
+                *d = row[c];
+            }
+        }
+        Ok(())
+    }
+
+    /// VNNI-2 pack of a row-major `k x n` block: `dst[(kk / 2) * 2n + 2j + kk % 2] =
+    /// src[kk * n + j]`, the second half of the last pair zero when `k` is odd
+    /// ([`crate::vnni::packed_len`] values written).
+    ///
+    /// # Errors
+    ///
+    /// [`KernelError::SliceTooShort`] if `src` holds fewer than `k * n` values or `dst`
+    /// fewer than `packed_len(k, n)` (nothing is written).
+    ///
+    /// ```
+    /// let r = dlrm_microkernels::reorder::Reorder::new()?;
+    /// let mut v = [9f32; 4];
+    /// r.pack_pairs(&[1.0f32, 2.0, 3.0, 4.0], 2, 2, &mut v)?;
+    /// assert_eq!(v, [1.0, 3.0, 2.0, 4.0]);
+    /// # Ok::<(), dlrm_microkernels::KernelError>(())
+    /// ```
+    pub fn pack_pairs<T: Element>(
+        &self,
+        src: &[T],
+        k: usize,
+        n: usize,
+        dst: &mut [T],
+    ) -> Result<(), KernelError> {
+        fits("src", k.saturating_mul(n), src.len())?;
+        fits("dst", packed_len(k, n), dst.len())?;
+        #[cfg(target_arch = "x86_64")]
+        if self.simd() {
+            let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
+            // SAFETY: the ISA was checked available; the lengths were checked above; T's
+            // bits move as f32 or 16-bit lanes (two per 32-bit pair).
+            unsafe {
+                match T::DTYPE.size_bytes() {
+                    4 => crate::avx512::pack_pairs32(s.cast(), k, n, d.cast()),
+                    _ => crate::avx512::pack_pairs16(s.cast(), k, n, d.cast()),
+                }
+            }
+            return Ok(());
+        }
+        for (p, out) in dst[..packed_len(k, n)]
+            .chunks_exact_mut(2 * n.max(1))
+            .enumerate()
+        {
+            for (j, pair) in out.chunks_exact_mut(2).enumerate() {
+                pair[0] = src[2 * p * n + j];
+                pair[1] = if 2 * p + 1 < k {
+                    src[(2 * p + 1) * n + j]
+                } else {
+                    T::default()
+                };
+            }
+        }
+        Ok(())
+    }
+
+    /// The inverse of [`Reorder::pack_pairs`]: the row-major `k x n` block (`k * n` values
+    /// written) from its VNNI-2 form; the padding of an odd `k` is ignored.
+    ///
+    /// # Errors
+    ///
+    /// As [`Reorder::pack_pairs`], with the roles of `src` and `dst` exchanged.
+    ///
+    /// ```
+    /// let r = dlrm_microkernels::reorder::Reorder::new()?;
+    /// let mut x = [0f32; 4];
+    /// r.unpack_pairs(&[1.0f32, 3.0, 2.0, 4.0], 2, 2, &mut x)?;
+    /// assert_eq!(x, [1.0, 2.0, 3.0, 4.0]);
+    /// # Ok::<(), dlrm_microkernels::KernelError>(())
+    /// ```
+    pub fn unpack_pairs<T: Element>(
+        &self,
+        src: &[T],
+        k: usize,
+        n: usize,
+        dst: &mut [T],
+    ) -> Result<(), KernelError> {
+        fits("src", packed_len(k, n), src.len())?;
+        fits("dst", k.saturating_mul(n), dst.len())?;
+        #[cfg(target_arch = "x86_64")]
+        if self.simd() && T::DTYPE.size_bytes() == 2 {
+            // SAFETY: the ISA was checked available; the lengths were checked above; bf16
+            // bits move as 16-bit lanes.
+            unsafe {
+                crate::avx512::unpack_pairs16(src.as_ptr().cast(), k, n, dst.as_mut_ptr().cast())
+            };
+            return Ok(());
+        }
+        for (kk, row) in dst[..k * n].chunks_exact_mut(n.max(1)).enumerate() {
+            for (j, d) in row.iter_mut().enumerate() {
+                *d = src[(kk / 2) * 2 * n + 2 * j + kk % 2];
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use half::bf16;
+
+    /// Distinct, recognisable values (exact in bf16 up to 256).
+    fn values<T: Element>(len: usize) -> Vec<T> {
+        (0..len)
+            .map(|i| T::from_f32((i % 251) as f32 + 1.0))
+            .collect()
+    }
+
+    fn check_all<T: Element>() {
+        for isa in Isa::available() {
+            let r = Reorder::with_isa(isa).unwrap();
+            for rows in [1, 2, 3, 15, 16, 17, 31, 32, 33, 64, 65] {
+                for cols in [1, 2, 15, 16, 17, 33, 64, 100] {
+                    let x = values::<T>(rows * cols);
+                    // Transpose, with a sentinel past the end.
+                    let mut t = vec![T::from_f32(-7.0); rows * cols + 1];
+                    r.transpose(&x, rows, cols, &mut t).unwrap();
+                    for i in 0..rows {
+                        for j in 0..cols {
+                            assert_eq!(t[j * rows + i], x[i * cols + j], "{isa:?} {rows}x{cols}");
+                        }
+                    }
+                    assert_eq!(t[rows * cols], T::from_f32(-7.0));
+                    // Pack (padding must be zero even over garbage) and unpack.
+                    let len = packed_len(rows, cols);
+                    let mut v = vec![T::from_f32(-7.0); len + 1];
+                    r.pack_pairs(&x, rows, cols, &mut v).unwrap();
+                    for kk in 0..rows.div_ceil(2) * 2 {
+                        for j in 0..cols {
+                            let want = if kk < rows {
+                                x[kk * cols + j]
+                            } else {
+                                T::default()
+                            };
+                            assert_eq!(v[crate::vnni::index(kk, j, cols)], want);
+                        }
+                    }
+                    assert_eq!(v[len], T::from_f32(-7.0));
+                    let mut back = vec![T::from_f32(-7.0); rows * cols + 1];
+                    r.unpack_pairs(&v, rows, cols, &mut back).unwrap();
+                    assert_eq!(back[..rows * cols], x[..]);
+                    assert_eq!(back[rows * cols], T::from_f32(-7.0));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn f32_blocks_on_every_isa() {
+        check_all::<f32>();
+    }
+
+    #[test]
+    fn bf16_blocks_on_every_isa() {
+        check_all::<bf16>();
+    }
+
+    #[test]
+    fn short_slices_are_reported_and_nothing_is_written() {
+        let r = Reorder::new().unwrap();
+        let mut dst = [0f32; 4];
+        assert!(matches!(
+            r.transpose(&[1.0f32; 3], 2, 2, &mut dst),
+            Err(KernelError::SliceTooShort { operand: "src", .. })
+        ));
+        assert!(matches!(
+            r.pack_pairs(&[1.0f32; 3], 3, 1, &mut dst[..3]),
+            Err(KernelError::SliceTooShort {
+                operand: "dst",
+                needed: 4,
+                ..
+            })
+        ));
+        assert!(r.unpack_pairs(&[1.0f32; 3], 3, 1, &mut dst).is_err());
+        assert_eq!(dst, [0.0; 4]);
+    }
+}
