@@ -602,6 +602,62 @@ impl<T: Element> Linear<T> {
         let n = dy.rows();
         self.check_y("output gradient", dy, n)?;
         self.check_x(dx, n)?;
+        self.backward_data_impl(dy, dx, None)
+    }
+
+    /// Backward-data through the layer below as well: `dx = (dy' W) * f'(y_below)`, where
+    /// `y_below` is this layer's input, the output of a layer with activation `act_below`.
+    /// The result is the gradient before that activation, the `dy'` the layer below needs
+    /// (what [`Linear::backward_data`] then [`Linear::activation_backward`] of the layer
+    /// below give, bit for bit, in one pass).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Shape`] on a shape or blocking mismatch of `dy`, `y_below` or `dx` (nothing
+    /// is written).
+    ///
+    /// ```
+    /// use dlrm_kernels::blocked::Blocked;
+    /// use dlrm_kernels::linear::{Activation, Blocking, Linear, LinearConfig};
+    /// let cfg = LinearConfig::new(2, 1, Activation::None, Blocking::auto(1, 2, 1));
+    /// let mut layer = Linear::<f32>::new(cfg, 0)?;
+    /// layer.set_parameters(&[3.0, 4.0], &[0.0])?;
+    /// let dy = Blocked::from_row_major(&[2.0], 1, 1, 1, 1)?;
+    /// // The layer below is a ReLU whose second output was 0: no gradient flows there.
+    /// let y_below = Blocked::from_row_major(&[1.5, 0.0], 1, 2, 1, 2)?;
+    /// let mut dx = layer.input_zeros(1)?;
+    /// layer.backward_data_through(&dy, &y_below, Activation::Relu, &mut dx)?;
+    /// assert_eq!((dx.get(0, 0), dx.get(0, 1)), (6.0, 0.0));
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
+    pub fn backward_data_through(
+        &mut self,
+        dy: &Blocked<T>,
+        y_below: &Blocked<T>,
+        act_below: Activation,
+        dx: &mut Blocked<T>,
+    ) -> Result<()> {
+        let n = dy.rows();
+        self.check_y("output gradient", dy, n)?;
+        self.check_x(dx, n)?;
+        y_below.check_shape(
+            "output of the layer below",
+            n,
+            self.cfg.in_features,
+            self.cfg.blocking.bn,
+            self.cfg.blocking.bc,
+        )?;
+        self.backward_data_impl(dy, dx, Some((y_below, act_below)))
+    }
+
+    /// Backward-data on checked shapes, with the derivative of the layer below applied to
+    /// each block of `dx` while it is in cache.
+    fn backward_data_impl(
+        &mut self,
+        dy: &Blocked<T>,
+        dx: &mut Blocked<T>,
+        below: Option<(&Blocked<T>, Activation)>,
+    ) -> Result<()> {
         if !self.wt_fresh {
             self.transpose_weights();
         }
@@ -617,7 +673,12 @@ impl<T: Element> Linear<T> {
             a,
             b,
             kb,
-            |_, _, acc, dx_blk| eltwise::store(&self.cvt, acc, dx_blk),
+            |i, j, acc, dx_blk| {
+                eltwise::store(&self.cvt, acc, dx_blk);
+                if let Some((y, act)) = below {
+                    eltwise::act_backward(dx_blk, y.block(i, j), act);
+                }
+            },
         )
     }
 

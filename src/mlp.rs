@@ -416,13 +416,21 @@ impl<T: Element> Mlp<T> {
     /// # Ok::<(), dlrm_kernels::Error>(())
     /// ```
     pub fn backward_from_output_grad(&mut self, input_grad: bool, lr: Option<f32>) -> Result<()> {
+        let last = self.layers.len() - 1;
         for l in (0..self.layers.len()).rev() {
+            let act_below = (l > 0).then(|| self.layers[l - 1].config().activation);
             let layer = &mut self.layers[l];
             let (below, above) = self.grads.split_at_mut(l + 1);
             let dy = &mut above[0];
-            layer.activation_backward(&self.acts[l + 1], dy)?;
-            if l > 0 || input_grad {
-                layer.backward_data(dy, &mut below[l])?;
+            // The output layer's gradient arrives after its activation; every other layer's
+            // had the derivative applied by the backward-data of the layer above.
+            if l == last {
+                layer.activation_backward(&self.acts[l + 1], dy)?;
+            }
+            match act_below {
+                Some(act) => layer.backward_data_through(dy, &self.acts[l], act, &mut below[l])?,
+                None if input_grad => layer.backward_data(dy, &mut below[l])?,
+                None => {}
             }
             match lr {
                 Some(lr) => layer.backward_weights_update(&self.acts[l], dy, lr)?,

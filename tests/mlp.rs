@@ -543,3 +543,58 @@ fn backward_data_after_fused_updates_uses_current_weights() {
     kept_transpose_matches_fresh::<f32>();
     kept_transpose_matches_fresh::<half::bf16>();
 }
+
+/// `backward_data_through` = `backward_data` then the layer below's `activation_backward`.
+fn through_matches_two_passes<T: Element>() {
+    let blocking = Blocking {
+        bn: 5,
+        bc: 7,
+        bk: 4,
+    };
+    let cfg = LinearConfig::new(17, 9, Activation::Relu, blocking);
+    let below_cfg = LinearConfig::new(
+        3,
+        17,
+        Activation::Relu,
+        Blocking {
+            bc: 3,
+            bk: 7,
+            bn: 5,
+        },
+    );
+    let mut rng = Rng::new(9);
+    let n = 12;
+    let dy = Blocked::<T>::from_row_major(&rand_vec(&mut rng, n * 9, 1.0), n, 9, 5, 4).unwrap();
+    let y_below =
+        Blocked::<T>::from_row_major(&rand_vec(&mut rng, n * 17, 1.0), n, 17, 5, 7).unwrap();
+    for act in [Activation::Relu, Activation::Sigmoid, Activation::None] {
+        let below = Linear::<T>::new(
+            LinearConfig {
+                activation: act,
+                ..below_cfg
+            },
+            1,
+        )
+        .unwrap();
+        let mut layer = Linear::<T>::new(cfg, 2).unwrap();
+        let mut two = layer.input_zeros(n).unwrap();
+        layer.backward_data(&dy, &mut two).unwrap();
+        below.activation_backward(&y_below, &mut two).unwrap();
+        let mut one = layer.input_zeros(n).unwrap();
+        layer
+            .backward_data_through(&dy, &y_below, act, &mut one)
+            .unwrap();
+        assert_eq!(one.as_slice(), two.as_slice(), "{act:?}");
+    }
+    let mut layer = Linear::<T>::new(cfg, 2).unwrap();
+    let mut dx = layer.input_zeros(n).unwrap();
+    let wrong = Blocked::<T>::zeros(n, 17, 5, 4).unwrap();
+    let err = layer.backward_data_through(&dy, &wrong, Activation::Relu, &mut dx);
+    assert!(matches!(err, Err(Error::Shape { .. })), "{err:?}");
+}
+
+#[test]
+fn backward_data_through_equals_backward_data_then_activation_backward() {
+    through_matches_two_passes::<f32>();
+    through_matches_two_passes::<half::bf16>();
+}
