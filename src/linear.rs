@@ -186,10 +186,16 @@ pub struct Linear<T: Element> {
     wt: Vec<T>,
     /// Whether `wt` holds the transpose of the current `w`.
     wt_fresh: bool,
-    /// Scratch (bf16 only): `x^T` blocks `[Cb][Nb][bc][bn]`.
-    xt: Vec<T>,
-    /// Scratch (bf16 only): `dy'` blocks in VNNI-2 over `bn`, `[Kb][Nb]`.
-    dyv: Vec<T>,
+    /// Whether the weight gradient is computed transposed, `dW^T = dy'^T x` (layers with
+    /// few outputs, such as the last layer of a network: the BRGEMM's columns are then the
+    /// many inputs rather than the few outputs).
+    wgrad_transposed: bool,
+    /// Scratch (bf16 only): the weight-gradient operand made from `x`, blocks `[Cb][Nb]`:
+    /// `x^T` (`[bc][bn]`), or when the gradient is transposed `x` in VNNI-2 over `bn`.
+    wg_x: Vec<T>,
+    /// Scratch (bf16 only): the operand made from `dy'`, blocks `[Kb][Nb]`: `dy'` in VNNI-2
+    /// over `bn`, or when the gradient is transposed `dy'^T` (`[bk][bn]`).
+    wg_dy: Vec<T>,
     fwd: Brgemm,
     bwd_data: Brgemm,
     bwd_weights: Brgemm,
@@ -203,6 +209,14 @@ pub struct Linear<T: Element> {
 /// Bytes of each operand one weight-gradient BRGEMM call reduces over: 128 KiB of A and of
 /// B (8 blocks of 64 x 64 f32, 16 of bf16) stay in L2 while the register tiles sweep them.
 const WGRAD_CHUNK_BYTES: usize = 128 << 10;
+
+/// Per-task buffers of a weight-gradient pass: the gradient block (`bc x bk`), the transposed
+/// block when it is computed that way, and its VNNI-2 form (bf16).
+struct WgradScratch {
+    acc: Vec<f32>,
+    transposed: Vec<f32>,
+    packed: Vec<f32>,
+}
 
 /// A zero-filled f32 vector of `len` values, for per-task scratch.
 fn scratch(len: usize) -> Vec<f32> {
@@ -267,23 +281,23 @@ impl<T: Element> Linear<T> {
             d.batch = BatchKind::Strided { stride_a, stride_b };
             d
         };
-        // backward-weights reads dy' blocks (nb, kb) over nb: in place for f32
-        // ([Nb][Kb] blocks), or from the VNNI copy laid out [Kb][Nb] for bf16.
-        let dy_stride = if bf {
-            vnni::packed_len(bn, bk)
-        } else {
-            kb * bn * bk
+        // backward-weights reduces over the batch blocks nb: x(nb, cb) and dy'(nb, kb), in
+        // place for f32 (x or dy' read as a transposed A), from copies laid out [Cb][Nb] and
+        // [Kb][Nb] for bf16 (see `wg_x`, `wg_dy`: a k pair must be adjacent).
+        let wgrad_transposed = bk < 16 && bk < bc;
+        let (x_stride, dy_stride) = match (bf, wgrad_transposed) {
+            (false, _) => (cb * bn * bc, kb * bn * bk),
+            (true, false) => (bc * bn, vnni::packed_len(bn, bk)),
+            (true, true) => (vnni::packed_len(bn, bc), bk * bn),
         };
-        // backward-weights reads x(nb, cb) over nb: as it is for f32 (A transposed, no copy),
-        // from the transposed copy `[Cb][Nb][bc][bn]` for bf16 (a k pair must be adjacent).
-        let mut bwd_weights = desc(bc, bk, bn, bc * bn, dy_stride);
+        let mut bwd_weights = if wgrad_transposed {
+            desc(bk, bc, bn, dy_stride, x_stride)
+        } else {
+            desc(bc, bk, bn, x_stride, dy_stride)
+        };
         if !bf {
             bwd_weights.a_layout = ALayout::Transposed;
-            bwd_weights.lda = bc;
-            bwd_weights.batch = BatchKind::Strided {
-                stride_a: cb * bn * bc,
-                stride_b: dy_stride,
-            };
+            bwd_weights.lda = bwd_weights.m;
         }
         Ok(Linear {
             cfg,
@@ -302,8 +316,9 @@ impl<T: Element> Linear<T> {
             grad_b: vec![0.0; kb * bk],
             wt: Vec::new(),
             wt_fresh: false,
-            xt: Vec::new(),
-            dyv: Vec::new(),
+            wgrad_transposed,
+            wg_x: Vec::new(),
+            wg_dy: Vec::new(),
             fwd: Brgemm::new(desc(bn, bk, bc, bn * bc, w_block))?,
             bwd_data: Brgemm::new(desc(bn, bc, bk, bn * bk, wt_block))?,
             bwd_weights: Brgemm::new(bwd_weights)?,
@@ -741,60 +756,80 @@ impl<T: Element> Linear<T> {
         Ok(())
     }
 
-    /// Prepare the operands of the bf16 weight-gradient BRGEMMs: `x^T` blocks, and `dy'`
-    /// re-paired along the batch (VNNI-2). f32 reads both as they are.
+    /// Prepare the operands of the bf16 weight-gradient BRGEMMs (see `wg_x`, `wg_dy`); f32
+    /// reads `x` and `dy'` as they are.
     fn prepare_weight_grad(&mut self, x: &Blocked<T>, dy: &Blocked<T>) {
+        if T::DTYPE != DType::Bf16 {
+            return;
+        }
         let Blocking { bn, bc, bk } = self.cfg.blocking;
-        let (cb, kb, nb) = (self.cb, self.kb, x.row_blocks());
-        let reorder = self.reorder;
-        if T::DTYPE == DType::Bf16 {
-            self.xt.resize(cb * nb * bc * bn, T::default());
-            self.xt
-                .par_chunks_mut(bc * bn)
-                .enumerate()
-                .for_each(|(t, xt_blk)| {
-                    let x_blk = x.block(t % nb, t / nb);
-                    reorder
-                        .transpose(x_blk, bn, bc, xt_blk)
-                        .expect("block size");
-                });
-            let pl = vnni::packed_len(bn, bk);
-            self.dyv.resize(kb * nb * pl, T::default());
-            self.dyv
-                .par_chunks_mut(pl)
-                .enumerate()
-                .for_each(|(t, v_blk)| {
-                    let dy_blk = dy.block(t % nb, t / nb);
-                    reorder
-                        .pack_pairs(dy_blk, bn, bk, v_blk)
-                        .expect("block size");
-                });
+        let (reorder, swap) = (self.reorder, self.wgrad_transposed);
+        // One operand is transposed ([cols][bn]), the other paired over bn.
+        let prepare = |src: &Blocked<T>, cols: usize, transpose: bool, dst: &mut Vec<T>| {
+            let nb = src.row_blocks();
+            let len = if transpose {
+                cols * bn
+            } else {
+                vnni::packed_len(bn, cols)
+            };
+            dst.resize(src.col_blocks() * nb * len, T::default());
+            dst.par_chunks_mut(len).enumerate().for_each(|(t, out)| {
+                let blk = src.block(t % nb, t / nb);
+                // Sizes are the layer's own: the reorders cannot fail.
+                if transpose {
+                    reorder.transpose(blk, bn, cols, out).expect("block size");
+                } else {
+                    reorder.pack_pairs(blk, bn, cols, out).expect("block size");
+                }
+            });
+        };
+        prepare(x, bc, !swap, &mut self.wg_x);
+        prepare(dy, bk, swap, &mut self.wg_dy);
+    }
+
+    /// Per-task scratch for [`Linear::weight_grad_block`].
+    fn wgrad_scratch(&self) -> WgradScratch {
+        let Blocking { bc, bk, .. } = self.cfg.blocking;
+        let bf = T::DTYPE == DType::Bf16;
+        WgradScratch {
+            acc: scratch(bc * bk),
+            transposed: scratch(if self.wgrad_transposed { bc * bk } else { 0 }),
+            packed: scratch(if bf { self.w_block } else { 0 }),
         }
     }
 
-    /// Run the weight-gradient BRGEMMs of block (kb = `i`, cb = `j`) into `acc` (`bc x bk`).
+    /// The gradient of weight block (kb = `i`, cb = `j`), in the layout of the block in `w`
+    /// (f32 `bc x bk`, or bf16's VNNI-2 order), computed in `ws`.
     ///
     /// The reduction over the batch blocks runs in chunks of [`WGRAD_CHUNK_BYTES`] per
-    /// operand (the first replacing `acc`, the rest adding to it), so each call's operands
-    /// stay in L2.
-    fn weight_grad_block(
+    /// operand (the first replacing the output, the rest adding to it), so each call's
+    /// operands stay in L2.
+    fn weight_grad_block<'s>(
         &self,
         x: &Blocked<T>,
         dy: &Blocked<T>,
-        i: usize,
-        j: usize,
-        acc: &mut [f32],
-    ) -> Result<()> {
+        (i, j): (usize, usize),
+        ws: &'s mut WgradScratch,
+    ) -> Result<&'s [f32]> {
         let Blocking { bn, bc, bk } = self.cfg.blocking;
         let nb = dy.row_blocks();
         let BatchKind::Strided { stride_a, stride_b } = self.bwd_weights.desc().batch else {
             unreachable!("built strided");
         };
-        let (a, b) = if T::DTYPE == DType::Bf16 {
-            let pl = vnni::packed_len(bn, bk);
-            (&self.xt[j * nb * bc * bn..], &self.dyv[i * nb * pl..])
+        let (x_panel, dy_panel) = if T::DTYPE == DType::Bf16 {
+            let (x_len, dy_len) = if self.wgrad_transposed {
+                (stride_b, stride_a)
+            } else {
+                (stride_a, stride_b)
+            };
+            (&self.wg_x[j * nb * x_len..], &self.wg_dy[i * nb * dy_len..])
         } else {
             (&x.as_slice()[j * bn * bc..], &dy.as_slice()[i * bn * bk..])
+        };
+        let (a, b, out) = if self.wgrad_transposed {
+            (dy_panel, x_panel, &mut ws.transposed)
+        } else {
+            (x_panel, dy_panel, &mut ws.acc)
         };
         let block_bytes = bn * bc.max(bk) * T::DTYPE.size_bytes();
         let per_call = (WGRAD_CHUNK_BYTES / block_bytes).max(1);
@@ -807,9 +842,18 @@ impl<T: Element> Linear<T> {
                 &self.bwd_weights_acc
             };
             let batch = Batch::strided(&a[first * stride_a..], &b[first * stride_b..], count);
-            kernel.run(batch, acc)?;
+            kernel.run(batch, out)?;
         }
-        Ok(())
+        if self.wgrad_transposed {
+            self.reorder
+                .transpose(&ws.transposed, bk, bc, &mut ws.acc)?;
+        }
+        if T::DTYPE == DType::Bf16 {
+            self.reorder.pack_pairs(&ws.acc, bc, bk, &mut ws.packed)?;
+            Ok(&ws.packed)
+        } else {
+            Ok(&ws.acc)
+        }
     }
 
     /// Bias gradient: column sums of `dy'`.
@@ -848,21 +892,14 @@ impl<T: Element> Linear<T> {
     /// ```
     pub fn backward_weights(&mut self, x: &Blocked<T>, dy: &Blocked<T>) -> Result<()> {
         self.start_weight_grad(x, dy)?;
-        let Blocking { bc, bk, .. } = self.cfg.blocking;
         let (cb, wbl) = (self.cb, self.w_block);
         let mut grad_w = std::mem::take(&mut self.grad_w);
         grad_w.resize(self.w.len(), 0.0);
-        let bf = T::DTYPE == DType::Bf16;
         let this = &*self;
         let res = grad_w.par_chunks_mut(wbl).enumerate().try_for_each_init(
-            || scratch(bc * bk),
-            |acc, (t, g_blk)| -> Result<()> {
-                this.weight_grad_block(x, dy, t / cb, t % cb, acc)?;
-                if bf {
-                    this.reorder.pack_pairs(&acc[..], bc, bk, g_blk)?;
-                } else {
-                    g_blk.copy_from_slice(acc);
-                }
+            || this.wgrad_scratch(),
+            |ws, (t, g_blk)| -> Result<()> {
+                g_blk.copy_from_slice(this.weight_grad_block(x, dy, (t / cb, t % cb), ws)?);
                 Ok(())
             },
         );
@@ -944,9 +981,7 @@ impl<T: Element> Linear<T> {
         // A gradient stored by an earlier `backward_weights` is stale now: drop it, so a
         // stray `update` reports an error instead of applying it again.
         self.grad_w.clear();
-        let Blocking { bc, bk, .. } = self.cfg.blocking;
         let (cb, kb, wbl, wtbl, sgd) = (self.cb, self.kb, self.w_block, self.wt_block, self.sgd);
-        let bf = T::DTYPE == DType::Bf16;
         let mut w = std::mem::take(&mut self.w);
         let mut w_lo = std::mem::take(&mut self.w_lo);
         let mut wt = std::mem::take(&mut self.wt);
@@ -971,18 +1006,12 @@ impl<T: Element> Linear<T> {
             .zip(wt_blocks)
             .enumerate()
             .try_for_each_init(
-                || {
-                    let g = scratch(if bf { wbl } else { 0 });
-                    (scratch(bc * bk), g, this.transpose_scratch())
-                },
-                |(acc, g, tmp), (t, ((w_blk, lo), wt_blk))| -> Result<()> {
-                    this.weight_grad_block(x, dy, t / cb, t % cb, acc)?;
+                || (this.wgrad_scratch(), this.transpose_scratch()),
+                |(ws, tmp), (t, ((w_blk, lo), wt_blk))| -> Result<()> {
+                    let g = this.weight_grad_block(x, dy, (t / cb, t % cb), ws)?;
                     match (T::view_mut(&mut *w_blk), lo) {
-                        (SliceMut::F32(w), _) => sgd.sgd(w, acc, lr)?,
-                        (SliceMut::Bf16(hi), Some(lo)) => {
-                            this.reorder.pack_pairs(&acc[..], bc, bk, g)?;
-                            sgd.split_sgd(hi, lo, g, lr)?;
-                        }
+                        (SliceMut::F32(w), _) => sgd.sgd(w, g, lr)?,
+                        (SliceMut::Bf16(hi), Some(lo)) => sgd.split_sgd(hi, lo, g, lr)?,
                         (SliceMut::Bf16(_), None) => unreachable!("bf16 layers keep lower halves"),
                     }
                     if let Some(wt_blk) = wt_blk {
