@@ -218,6 +218,26 @@ struct WgradScratch {
     packed: Vec<f32>,
 }
 
+/// What the fused update's task for one weight block writes besides the block itself.
+struct BlockJob<'a, T> {
+    /// The block's lower halves (bf16).
+    lo: Option<&'a mut [u16]>,
+    /// The block's place in `W^T`, when kept.
+    wt: Option<&'a mut [T]>,
+    /// The bias gradient of the block's output features (one task per output block).
+    db: Option<&'a mut [f32]>,
+}
+
+impl<T> Default for BlockJob<'_, T> {
+    fn default() -> Self {
+        BlockJob {
+            lo: None,
+            wt: None,
+            db: None,
+        }
+    }
+}
+
 /// A zero-filled f32 vector of `len` values, for per-task scratch.
 fn scratch(len: usize) -> Vec<f32> {
     vec![0f32; len]
@@ -745,14 +765,12 @@ impl<T: Element> Linear<T> {
         }
     }
 
-    /// Check the shapes of a weight-gradient pass, prepare its operands and compute the bias
-    /// gradient.
+    /// Check the shapes of a weight-gradient pass and prepare its operands.
     fn start_weight_grad(&mut self, x: &Blocked<T>, dy: &Blocked<T>) -> Result<()> {
         let n = x.rows();
         self.check_x(x, n)?;
         self.check_y("output gradient", dy, n)?;
         self.prepare_weight_grad(x, dy);
-        self.bias_grad_from(dy);
         Ok(())
     }
 
@@ -858,17 +876,23 @@ impl<T: Element> Linear<T> {
 
     /// Bias gradient: column sums of `dy'`.
     fn bias_grad_from(&mut self, dy: &Blocked<T>) {
-        let Blocking { bn, bk, .. } = self.cfg.blocking;
-        let nb = dy.row_blocks();
-        self.grad_b
+        let bk = self.cfg.blocking.bk;
+        let mut grad_b = std::mem::take(&mut self.grad_b);
+        let this = &*self;
+        grad_b
             .par_chunks_mut(bk)
             .enumerate()
-            .for_each(|(j, db)| {
-                db.fill(0.0);
-                for i in 0..nb {
-                    column_sums(dy.block(i, j), bn, bk, db);
-                }
-            });
+            .for_each(|(j, db)| this.bias_grad_block(dy, j, db));
+        self.grad_b = grad_b;
+    }
+
+    /// Bias gradient of output block `j`: column sums of `dy'` blocks (nb, `j`), in nb order.
+    fn bias_grad_block(&self, dy: &Blocked<T>, j: usize, db: &mut [f32]) {
+        let Blocking { bn, bk, .. } = self.cfg.blocking;
+        db.fill(0.0);
+        for i in 0..dy.row_blocks() {
+            column_sums(dy.block(i, j), bn, bk, db);
+        }
     }
 
     /// Backward-weights: `dW = dy'^T x` and `db = column sums of dy'`, kept in the layer for
@@ -892,6 +916,7 @@ impl<T: Element> Linear<T> {
     /// ```
     pub fn backward_weights(&mut self, x: &Blocked<T>, dy: &Blocked<T>) -> Result<()> {
         self.start_weight_grad(x, dy)?;
+        self.bias_grad_from(dy);
         let (cb, wbl) = (self.cb, self.w_block);
         let mut grad_w = std::mem::take(&mut self.grad_w);
         grad_w.resize(self.w.len(), 0.0);
@@ -982,40 +1007,48 @@ impl<T: Element> Linear<T> {
         // stray `update` reports an error instead of applying it again.
         self.grad_w.clear();
         let (cb, kb, wbl, wtbl, sgd) = (self.cb, self.kb, self.w_block, self.wt_block, self.sgd);
+        let bk = self.cfg.blocking.bk;
         let mut w = std::mem::take(&mut self.w);
         let mut w_lo = std::mem::take(&mut self.w_lo);
         let mut wt = std::mem::take(&mut self.wt);
-        // Per weight block: its lower halves (bf16) and, once backward-data has built W^T,
-        // its block of W^T, refreshed right after the update while the block is in cache.
-        let blocks = kb * cb;
-        let mut lo_blocks: Vec<Option<&mut [u16]>> = (0..blocks).map(|_| None).collect();
-        for (slot, lo) in lo_blocks.iter_mut().zip(w_lo.chunks_mut(wbl)) {
-            *slot = Some(lo);
+        let mut grad_b = std::mem::take(&mut self.grad_b);
+        // What each weight block's task updates besides the block: its lower halves (bf16);
+        // once backward-data has built W^T, its block of W^T, refreshed right after the
+        // update while the block is in cache; for the first block of each output block, that
+        // output block's bias gradient.
+        let mut jobs: Vec<BlockJob<'_, T>> = (0..kb * cb).map(|_| BlockJob::default()).collect();
+        for (job, lo) in jobs.iter_mut().zip(w_lo.chunks_mut(wbl)) {
+            job.lo = Some(lo);
         }
-        let keep_wt = wt.len() == blocks * wtbl;
-        let mut wt_blocks: Vec<Option<&mut [T]>> = (0..blocks).map(|_| None).collect();
+        let keep_wt = wt.len() == kb * cb * wtbl;
         if keep_wt {
             for (u, blk) in wt.chunks_mut(wtbl).enumerate() {
-                wt_blocks[(u % kb) * cb + u / kb] = Some(blk);
+                jobs[(u % kb) * cb + u / kb].wt = Some(blk);
             }
+        }
+        for (i, db) in grad_b.chunks_mut(bk).enumerate() {
+            jobs[i * cb].db = Some(db);
         }
         let this = &*self;
         let res = w
             .par_chunks_mut(wbl)
-            .zip(lo_blocks)
-            .zip(wt_blocks)
+            .zip(jobs)
             .enumerate()
             .try_for_each_init(
                 || (this.wgrad_scratch(), this.transpose_scratch()),
-                |(ws, tmp), (t, ((w_blk, lo), wt_blk))| -> Result<()> {
-                    let g = this.weight_grad_block(x, dy, (t / cb, t % cb), ws)?;
-                    match (T::view_mut(&mut *w_blk), lo) {
+                |(ws, tmp), (t, (w_blk, job))| -> Result<()> {
+                    let (i, j) = (t / cb, t % cb);
+                    let g = this.weight_grad_block(x, dy, (i, j), ws)?;
+                    match (T::view_mut(&mut *w_blk), job.lo) {
                         (SliceMut::F32(w), _) => sgd.sgd(w, g, lr)?,
                         (SliceMut::Bf16(hi), Some(lo)) => sgd.split_sgd(hi, lo, g, lr)?,
                         (SliceMut::Bf16(_), None) => unreachable!("bf16 layers keep lower halves"),
                     }
-                    if let Some(wt_blk) = wt_blk {
+                    if let Some(wt_blk) = job.wt {
                         this.transpose_block(w_blk, wt_blk, tmp);
+                    }
+                    if let Some(db) = job.db {
+                        this.bias_grad_block(dy, i, db);
                     }
                     Ok(())
                 },
@@ -1023,6 +1056,7 @@ impl<T: Element> Linear<T> {
         self.w = w;
         self.w_lo = w_lo;
         self.wt = wt;
+        self.grad_b = grad_b;
         self.wt_fresh = keep_wt && res.is_ok();
         res?;
         sgd.sgd(&mut self.bias, &self.grad_b, lr)?;
