@@ -6,7 +6,8 @@
 //! | [`brgemm`], [`vnni`] | the BRGEMM descriptor, kernel and batches; the VNNI-2 layout of bf16 B |
 //! | [`embedding`] | embedding-bag row kernels: pooling with prefetch, the fused sparse update, huge-page buffers |
 //! | [`convert`], [`sgd`] | f32 <-> bf16 (round to nearest even), the Split-SGD split/join and updates |
-//! | [`eltwise`] | the MLP's bias + activation epilogue, activation derivative, column sums, transposes |
+//! | [`eltwise`] | the MLP's bias + activation epilogue, activation derivative, column sums |
+//! | [`reorder`] | block transposes and VNNI-2 pair packing (AVX-512 or plain loops) |
 //! | [`isa`], [`peak`] | run-time ISA detection (`DLRM_ISA`), the FMA / `vdpbf16ps` peak loops |
 //! | [`mmap`] | read-only memory-mapped files (the binary dataset reader) |
 //!
