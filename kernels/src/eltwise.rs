@@ -4,7 +4,30 @@
 //! packing are in [`crate::reorder`].
 
 use crate::convert::Converter;
-use crate::{Element, SliceMut, SliceRef};
+use crate::{Element, Isa, SliceMut, SliceRef};
+
+/// Run `f` compiled for AVX-512 where the active ISA has it, so its loops auto-vectorise to
+/// 512-bit registers; else as it is. The results are the same bits either way: the bodies
+/// here are element-wise, or sum down columns in row order.
+#[inline(always)]
+fn vectorised<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    if matches!(Isa::active(), Ok(isa) if isa >= Isa::Avx512) {
+        /// `f`, inlined into an AVX-512 function.
+        ///
+        /// # Safety
+        ///
+        /// The CPU has AVX-512 F/BW/VL/DQ.
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+        unsafe fn avx512<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        // SAFETY: the active ISA is AVX-512 or better, which `Isa::active` checked this CPU
+        // has.
+        return unsafe { avx512(f) };
+    }
+    f()
+}
 
 /// The nonlinearity applied after a linear layer.
 ///
@@ -105,6 +128,20 @@ pub fn bias_act<T: Element>(
     out: &mut [T],
 ) {
     let acc = &mut acc[..rows * cols];
+    vectorised(|| bias_act_rows(acc, cols, valid_rows, valid_cols, bias, act));
+    store(cvt, acc, out);
+}
+
+/// The bias and activation part of [`bias_act`].
+#[inline(always)]
+fn bias_act_rows(
+    acc: &mut [f32],
+    cols: usize,
+    valid_rows: usize,
+    valid_cols: usize,
+    bias: &[f32],
+    act: Activation,
+) {
     for (r, row) in acc.chunks_exact_mut(cols).enumerate() {
         if r >= valid_rows {
             row.fill(0.0);
@@ -124,7 +161,6 @@ pub fn bias_act<T: Element>(
         }
         pad.fill(0.0);
     }
-    store(cvt, acc, out);
 }
 
 /// Copy f32 values into `out`, rounding to its element type (nearest even for bf16).
@@ -182,6 +218,12 @@ pub fn load<T: Element>(cvt: &Converter, src: &[T], out: &mut [f32]) {
 /// ```
 pub fn act_backward<T: Element>(dy: &mut [T], y: &[T], act: Activation) {
     let y = &y[..dy.len()];
+    vectorised(|| act_backward_body(dy, y, act));
+}
+
+/// [`act_backward`] on slices of equal length.
+#[inline(always)]
+fn act_backward_body<T: Element>(dy: &mut [T], y: &[T], act: Activation) {
     match (act, T::view_mut(dy), T::view(y)) {
         (Activation::None, ..) => {}
         // Branch-free selects, so the loops vectorise (a ReLU mask is a coin flip per element).
@@ -226,9 +268,12 @@ pub fn act_backward<T: Element>(dy: &mut [T], y: &[T], act: Activation) {
 /// ```
 pub fn column_sums<T: Element>(block: &[T], rows: usize, cols: usize, sums: &mut [f32]) {
     let sums = &mut sums[..cols];
-    for row in block[..rows * cols].chunks_exact(cols) {
-        for (s, x) in sums.iter_mut().zip(row) {
-            *s += x.to_f32();
+    let block = &block[..rows * cols];
+    vectorised(|| {
+        for row in block.chunks_exact(cols) {
+            for (s, x) in sums.iter_mut().zip(row) {
+                *s += x.to_f32();
+            }
         }
-    }
+    });
 }
