@@ -1157,12 +1157,20 @@ fn check_bags<I: BagIndex>(
         OffsetsKind::StartsAndEnd => prev as usize,
     };
     let used = &bags.indices[..end];
-    let max = used
+    // `x` is in `[0, rows)` exactly when the sign bits of `x` and of `!(x - rows)` are both
+    // clear (`rows <= u32::MAX`, so `x - rows` cannot overflow for `x >= 0`). OR-ing them over
+    // all indices uses plain 64-bit integer operations, which vectorise on every x86-64 (a
+    // 64-bit unsigned maximum needs a compare that SSE2 lacks).
+    let bad_bits = used
         .par_chunks(1 << 16)
-        .map(|c| c.iter().fold(0u64, |m, &i| m.max(i.to_i64() as u64)))
-        .max()
-        .unwrap_or(0);
-    if !used.is_empty() && max >= rows as u64 {
+        .map(|c| {
+            c.iter().fold(0i64, |acc, &i| {
+                let x = i.to_i64();
+                acc | x | !x.wrapping_sub(rows as i64)
+            })
+        })
+        .reduce(|| 0, |a, b| a | b);
+    if bad_bits < 0 {
         let position = used
             .iter()
             .position(|&i| i.to_i64() as u64 >= rows as u64)
@@ -1284,8 +1292,9 @@ impl UpdateJob<'_> {
             .par_chunks_mut(ngroups)
             .enumerate()
             .for_each(|(c, counts)| {
+                let shift = gshift; // a local: the closure holds a reference
                 for &i in &bags.indices[start(bag_bounds[c])..start(bag_bounds[c + 1])] {
-                    counts[(i.to_i64() as usize) >> gshift] += 1;
+                    counts[(i.to_i64() as usize) >> shift] += 1;
                 }
             });
 
@@ -1303,7 +1312,8 @@ impl UpdateJob<'_> {
                 },
             );
         }
-        let mut pieces: Vec<Vec<&mut [Lookup]>> =
+        // Each piece as a cursor over its slots.
+        let mut pieces: Vec<Vec<std::slice::IterMut<'_, Lookup>>> =
             (0..nchunks).map(|_| Vec::with_capacity(ngroups)).collect();
         let mut group_ends = Vec::with_capacity(ngroups);
         let mut rest = &mut lookups[..n];
@@ -1312,7 +1322,7 @@ impl UpdateJob<'_> {
             for (c, chunk_pieces) in pieces.iter_mut().enumerate() {
                 let len = counts[c * ngroups + g] as usize;
                 let (piece, tail) = std::mem::take(&mut rest).split_at_mut(len);
-                chunk_pieces.push(piece);
+                chunk_pieces.push(piece.iter_mut());
                 rest = tail;
                 at += len;
             }
@@ -1320,28 +1330,28 @@ impl UpdateJob<'_> {
         }
         let pooling = self.pooling;
         pieces.par_iter_mut().enumerate().for_each(|(c, pieces)| {
+            let shift = gshift; // a local: the closure holds a reference
+            let mut put = |row: usize, bag: usize, scale: f32| {
+                *pieces[row >> shift]
+                    .next()
+                    .expect("the pieces were sized by counting") = Lookup {
+                    row: row as u32,
+                    bag: bag as u32,
+                    scale,
+                };
+            };
             for b in bag_bounds[c]..bag_bounds[c + 1] {
                 let (s, e) = (start(b), start(b + 1));
-                let bag_scale = match pooling {
-                    Pooling::Mean if e > s => 1.0 / (e - s) as f32,
-                    _ => 1.0,
-                };
-                for pos in s..e {
-                    let row = bags.indices[pos].to_i64() as usize;
-                    let scale = match bags.per_sample_weights {
-                        Some(w) => w[pos],
-                        None => bag_scale,
-                    };
-                    let piece = &mut pieces[row >> gshift];
-                    let (slot, tail) = std::mem::take(piece)
-                        .split_first_mut()
-                        .expect("the pieces were sized by counting");
-                    *slot = Lookup {
-                        row: row as u32,
-                        bag: b as u32,
-                        scale,
-                    };
-                    *piece = tail;
+                let rows = bags.indices[s..e].iter().map(|i| i.to_i64() as usize);
+                match bags.per_sample_weights {
+                    Some(w) => rows.zip(&w[s..e]).for_each(|(row, &w)| put(row, b, w)),
+                    None => {
+                        let scale = match pooling {
+                            Pooling::Mean if e > s => 1.0 / (e - s) as f32,
+                            _ => 1.0,
+                        };
+                        rows.for_each(|row| put(row, b, scale));
+                    }
                 }
             }
         });
@@ -1597,6 +1607,34 @@ mod tests {
                 chain
             })
             .collect()
+    }
+
+    #[test]
+    fn index_check_takes_exactly_zero_to_rows() {
+        for rows in [1usize, 10, 1 << 20, u32::MAX as usize] {
+            let r = rows as i64;
+            for (x, ok) in [
+                (0, true),
+                (r - 1, true),
+                (r, false),
+                (r + 1, false),
+                (-1, false),
+                (-r, false),
+                (i64::MIN, false),
+                (i64::MAX, false),
+            ] {
+                // The bad index in the middle of good ones, as one bag.
+                let indices = [0, x, r - 1];
+                let got = check_bags(0, rows, &Bags::new(&indices, &[0]), Pooling::Sum);
+                assert_eq!(got.is_ok(), ok, "index {x}, rows {rows}");
+                if let Err(Error::IndexOutOfRange {
+                    position, index, ..
+                }) = got
+                {
+                    assert_eq!((position, index), (1, x));
+                }
+            }
+        }
     }
 
     #[test]
