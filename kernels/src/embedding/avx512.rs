@@ -345,18 +345,25 @@ unsafe fn apply_body<O: Order, R: MasterRows, const ADAGRAD: bool>(
         let i = order.first(u);
         let row = lookups[i].row;
         if job.prefetch > 0 && u + job.prefetch < units {
-            let ahead = lookups[order.first(u + job.prefetch)];
-            let r = ahead.row as usize - job.first_row;
+            let mut a = order.first(u + job.prefetch);
+            let r = lookups[a].row as usize - job.first_row;
             // SAFETY: every lookup's row is inside the block and its bag's gradient row
             // inside the gradient (caller); prefetches are hints.
             unsafe {
                 rows.prefetch(r * dim, dim);
-                prefetch_span(
-                    job.grad.add(ahead.bag as usize * job.grad_stride) as usize,
-                    dim * 4,
-                );
                 if ADAGRAD {
                     prefetch_span(state.add(r) as usize, 4);
+                }
+            }
+            // The gradient rows of all the unit's lookups (with chains, the loads of a
+            // repeat's gradient row would otherwise wait on the chain walk).
+            loop {
+                let bag = lookups[a].bag as usize;
+                // SAFETY: as above.
+                unsafe { prefetch_span(job.grad.add(bag * job.grad_stride) as usize, dim * 4) };
+                match order.after(lookups, a) {
+                    Some(next) => a = next,
+                    None => break,
                 }
             }
         }
