@@ -1,11 +1,12 @@
 //! Embedding-bag kernels against a plain f64 reference, on every ISA this CPU has: pooling
 //! (sum, mean, weights, empty bags, duplicates, f32/bf16 tables and outputs, i32/i64 indices,
-//! dims that are not multiples of 16), the fused update (SGD, row-wise Adagrad, Split-SGD),
-//! bit-equality across ISAs, errors that write nothing, and huge-page buffers.
+//! dims that are not multiples of 16), the fused update (SGD, row-wise Adagrad, Split-SGD;
+//! lookups in runs or in chains by row), bit-equality across ISAs, errors that write nothing,
+//! and huge-page buffers.
 
 use dlrm_microkernels::embedding::{
     BagError, BagIndex, BagKernel, BagKernelDesc, Bags, GradRows, HUGE_PAGE, HugePageBuf, Lookup,
-    Pooling, RowUpdate, RowsMut,
+    Pooling, RowChains, RowUpdate, RowsMut,
 };
 use dlrm_microkernels::{Element, Isa, KernelError, bf16};
 use proptest::prelude::*;
@@ -313,6 +314,145 @@ proptest! {
                 prop_assert_eq!(bits(&h), bits(&portable_h), "{} split {}", isa, split);
             }
         }
+    }
+}
+
+proptest! {
+    #[test]
+    fn apply_chains_matches_apply_on_the_chains_laid_out(
+        (b, _) in batch_strategy(),
+        adagrad in any::<bool>(),
+        split in any::<bool>(),
+        first in 0usize..3,
+    ) {
+        // Lookups in position order, chained by row in first-occurrence order; `apply` gets
+        // the same lookups moved next to each other, chain after chain.
+        let nb = b.offsets.len().max(1);
+        let dim = b.dim;
+        let mut g = Lcg(b.indices.len() as u64 + 5);
+        let grad: Vec<f32> = (0..nb * dim).map(|_| g.value()).collect();
+        let mut lookups = Vec::new();
+        for bag in 0..b.offsets.len() {
+            let s = b.offsets[bag] as usize;
+            let e = b.offsets.get(bag + 1).map_or(b.indices.len(), |&o| o as usize);
+            for j in s..e {
+                let scale = b.weights.as_ref().map_or(1.0, |w| w[j]);
+                lookups.push(Lookup { row: (b.indices[j] as usize + first) as u32, bag: bag as u32, scale });
+            }
+        }
+        let mut heads = Vec::new();
+        let mut next = vec![RowChains::END; lookups.len()];
+        let mut last: Vec<Option<usize>> = vec![None; b.rows + first];
+        for (i, l) in lookups.iter().enumerate() {
+            match last[l.row as usize] {
+                Some(p) => next[p] = i as u32,
+                None => heads.push(i as u32),
+            }
+            last[l.row as usize] = Some(i);
+        }
+        let mut laid_out = Vec::new();
+        for &h in &heads {
+            let mut j = h;
+            while j != RowChains::END {
+                laid_out.push(lookups[j as usize]);
+                j = next[j as usize];
+            }
+        }
+        prop_assert_eq!(laid_out.len(), lookups.len());
+        let (lr, eps) = (0.05f32, 1e-3f32);
+        let run = |isa: Isa, chains: Option<RowChains<'_>>| -> (Vec<f32>, Vec<f32>) {
+            let k = BagKernel::with_isa(BagKernelDesc { dim, prefetch_distance: 2 }, isa).unwrap();
+            let mut w = b.table.clone();
+            let mut h = vec![0.25f32; b.rows];
+            let grows = GradRows { data: &grad, stride: dim };
+            let update = if adagrad {
+                RowUpdate::RowwiseAdagrad { lr, eps, state: &mut h }
+            } else {
+                RowUpdate::Sgd { lr }
+            };
+            let mut hi: Vec<bf16> = w.iter().map(|x| bf16::from_bits((x.to_bits() >> 16) as u16)).collect();
+            let mut lo: Vec<u16> = w.iter().map(|x| x.to_bits() as u16).collect();
+            let rows = if split {
+                RowsMut::Split { hi: &mut hi, lo: &mut lo }
+            } else {
+                RowsMut::F32(&mut w)
+            };
+            match chains {
+                Some(c) => k.apply_chains(rows, first, c, grows, update).unwrap(),
+                None => k.apply(rows, first, &laid_out, grows, update).unwrap(),
+            }
+            if split {
+                for ((x, h), l) in w.iter_mut().zip(&hi).zip(&lo) {
+                    *x = f32::from_bits((u32::from(h.to_bits()) << 16) | u32::from(*l));
+                }
+            }
+            (w, h)
+        };
+        let chains = RowChains { lookups: &lookups, heads: &heads, next: &next };
+        let (want, want_h) = run(Isa::Portable, None);
+        for isa in isas() {
+            let (w, h) = run(isa, Some(chains));
+            prop_assert_eq!(bits(&w), bits(&want), "{}", isa);
+            prop_assert_eq!(bits(&h), bits(&want_h), "{}", isa);
+        }
+    }
+}
+
+#[test]
+fn apply_chains_errors_write_nothing() {
+    for isa in isas() {
+        let k = BagKernel::with_isa(BagKernelDesc::new(3), isa).unwrap();
+        let mut w = vec![1.0f32; 4 * 3];
+        let grad = [1.0f32; 6];
+        let g = GradRows {
+            data: &grad,
+            stride: 3,
+        };
+        let ok = Lookup {
+            row: 5,
+            bag: 1,
+            scale: 1.0,
+        };
+        let lookups = [ok, ok, Lookup { row: 6, ..ok }];
+        let end = RowChains::END;
+        let mut apply = |heads: &[u32], next: &[u32], lookups: &[Lookup]| {
+            k.apply_chains(
+                RowsMut::F32(&mut w),
+                5,
+                RowChains {
+                    lookups,
+                    heads,
+                    next,
+                },
+                g,
+                RowUpdate::Sgd { lr: 1.0 },
+            )
+            .unwrap_err()
+            .to_string()
+        };
+        assert_eq!(
+            apply(&[0, 3], &[1, end, end], &lookups),
+            "heads[1] = 3 is not one of the 3 lookups"
+        );
+        assert_eq!(
+            apply(&[1, 2], &[end, 0, end], &lookups),
+            "next[1] = 0 is neither the end nor a later one of the 3 lookups"
+        );
+        assert_eq!(
+            apply(&[0, 2], &[0, end, end], &lookups),
+            "next[0] = 0 is neither the end nor a later one of the 3 lookups"
+        );
+        assert_eq!(
+            apply(&[0, 2], &[1, end, 3], &lookups),
+            "next[2] = 3 is neither the end nor a later one of the 3 lookups"
+        );
+        assert!(apply(&[0, 2], &[1, end], &lookups).contains("next and lookups"));
+        let outside = [ok, Lookup { row: 9, ..ok }];
+        assert_eq!(
+            apply(&[0], &[end, end], &outside),
+            "lookup 1: row 9 outside the block of rows [5, 9)"
+        );
+        assert!(w.iter().all(|&x| x == 1.0));
     }
 }
 

@@ -9,7 +9,7 @@ use core::arch::x86_64::*;
 
 use half::bf16;
 
-use super::{BagIndex, Bags, Lookup, RowUpdate, RowsMut};
+use super::{BagIndex, Bags, Lookup, Order, RowUpdate, RowsMut};
 use crate::microkernel::{round_to_bf16_bits, widen_bf16};
 
 /// Largest number of zmm accumulators a pooled row block keeps in registers (128 floats).
@@ -212,20 +212,23 @@ pub(crate) unsafe fn pool<T: SimdRow, I: BagIndex, O: SimdOut>(
 }
 
 /// Everything [`apply`] needs besides the rows and the optimizer, as checked raw parts.
-pub(crate) struct ApplyJob<'a> {
+pub(crate) struct ApplyJob<'a, O> {
     /// Elements per row.
     pub dim: usize,
     /// Table row of the block's first row.
     pub first_row: usize,
     /// The lookups, every row inside the block.
     pub lookups: &'a [Lookup],
+    /// The order rows and lookups are visited in.
+    pub order: O,
     /// Start of the gradient rows.
     pub grad: *const f32,
     /// Distance between bags' gradient rows.
     pub grad_stride: usize,
     /// `dim.next_multiple_of(16)` floats of scratch.
     pub scratch: *mut f32,
-    /// Lookups ahead whose rows are prefetched (0: none).
+    /// Units of `order` (lookups, or rows with chains) ahead whose rows are prefetched (0:
+    /// none).
     pub prefetch: usize,
 }
 
@@ -317,46 +320,55 @@ unsafe fn reduce_halves(v: __m512) -> f32 {
     }
 }
 
-/// Coalesce runs of lookups of one row and update each row once.
+/// Coalesce the lookups of each row (in `job.order`) and update each row once.
 ///
 /// # Safety
 ///
 /// As [`apply`]; `state` is null for SGD (`ADAGRAD == false`), else covers every block row.
 #[inline(always)]
-unsafe fn apply_body<R: MasterRows, const ADAGRAD: bool>(
-    job: &ApplyJob<'_>,
+unsafe fn apply_body<O: Order, R: MasterRows, const ADAGRAD: bool>(
+    job: &ApplyJob<'_, O>,
     rows: R,
     lr: f32,
     eps: f32,
     state: *mut f32,
 ) {
-    let (dim, lookups, n) = (job.dim, job.lookups, job.lookups.len());
+    let (dim, lookups, order) = (job.dim, job.lookups, job.order);
+    let units = order.units();
     let nvec = dim.div_ceil(16);
     // SAFETY: register-only AVX-512F operation (this body is only inlined into the
     // `#[target_feature]` shim `apply`).
     let lrv = unsafe { _mm512_set1_ps(lr) };
     let sc = job.scratch;
-    let mut i = 0;
-    while i < n {
+    let mut u = 0;
+    while u < units {
+        let i = order.first(u);
         let row = lookups[i].row;
-        if job.prefetch > 0 && i + job.prefetch < n {
-            let ahead = lookups[i + job.prefetch];
-            let r = ahead.row as usize - job.first_row;
+        if job.prefetch > 0 && u + job.prefetch < units {
+            let mut a = order.first(u + job.prefetch);
+            let r = lookups[a].row as usize - job.first_row;
             // SAFETY: every lookup's row is inside the block and its bag's gradient row
             // inside the gradient (caller); prefetches are hints.
             unsafe {
                 rows.prefetch(r * dim, dim);
-                prefetch_span(
-                    job.grad.add(ahead.bag as usize * job.grad_stride) as usize,
-                    dim * 4,
-                );
                 if ADAGRAD {
                     prefetch_span(state.add(r) as usize, 4);
                 }
             }
+            // The gradient rows of all the unit's lookups (with chains, the loads of a
+            // repeat's gradient row would otherwise wait on the chain walk).
+            loop {
+                let bag = lookups[a].bag as usize;
+                // SAFETY: as above.
+                unsafe { prefetch_span(job.grad.add(bag * job.grad_stride) as usize, dim * 4) };
+                match order.after(lookups, a) {
+                    Some(next) => a = next,
+                    None => break,
+                }
+            }
         }
         let mut j = i;
-        while j < n && lookups[j].row == row {
+        loop {
             let l = lookups[j];
             // SAFETY: register-only AVX-512F operation, as above.
             let s = unsafe { _mm512_set1_ps(l.scale) };
@@ -375,7 +387,10 @@ unsafe fn apply_body<R: MasterRows, const ADAGRAD: bool>(
                     _mm512_storeu_ps(sc.add(16 * v), _mm512_add_ps(a, _mm512_mul_ps(s, x)));
                 }
             }
-            j += 1;
+            match order.after(lookups, j) {
+                Some(next) => j = next,
+                None => break,
+            }
         }
         let r = row as usize - job.first_row;
         let off = r * dim;
@@ -414,7 +429,7 @@ unsafe fn apply_body<R: MasterRows, const ADAGRAD: bool>(
                 }
             }
         }
-        i = j;
+        u = order.advance(u, j);
     }
 }
 
@@ -425,9 +440,14 @@ unsafe fn apply_body<R: MasterRows, const ADAGRAD: bool>(
 /// The CPU has AVX-512 F/BW/VL/DQ; `BagKernel::apply` checked that every lookup's row is in
 /// `[first_row, first_row + block rows)` and its bag's gradient row inside the gradient, that
 /// `hi` and `lo` have equal lengths, and that the Adagrad state covers the block's rows; the
-/// scratch holds `dim.next_multiple_of(16)` floats; `dim > 0`.
+/// scratch holds `dim.next_multiple_of(16)` floats; `dim > 0`. (`job.order` needs no
+/// promise: it is indexed with bounds checks.)
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
-pub(crate) unsafe fn apply(job: &ApplyJob<'_>, rows: RowsMut<'_>, update: RowUpdate<'_>) {
+pub(crate) unsafe fn apply<O: Order>(
+    job: &ApplyJob<'_, O>,
+    rows: RowsMut<'_>,
+    update: RowUpdate<'_>,
+) {
     let (lr, eps, state) = match update {
         RowUpdate::Sgd { lr } => (lr, 0.0, std::ptr::null_mut()),
         RowUpdate::RowwiseAdagrad { lr, eps, state } => (lr, eps, state.as_mut_ptr()),
@@ -438,10 +458,10 @@ pub(crate) unsafe fn apply(job: &ApplyJob<'_>, rows: RowsMut<'_>, update: RowUpd
     unsafe {
         match (rows, adagrad) {
             (RowsMut::F32(w), false) => {
-                apply_body::<_, false>(job, F32Rows(w.as_mut_ptr()), lr, eps, state)
+                apply_body::<_, _, false>(job, F32Rows(w.as_mut_ptr()), lr, eps, state)
             }
             (RowsMut::F32(w), true) => {
-                apply_body::<_, true>(job, F32Rows(w.as_mut_ptr()), lr, eps, state)
+                apply_body::<_, _, true>(job, F32Rows(w.as_mut_ptr()), lr, eps, state)
             }
             (RowsMut::Split { hi, lo }, ada) => {
                 let split = SplitRows {
@@ -449,9 +469,9 @@ pub(crate) unsafe fn apply(job: &ApplyJob<'_>, rows: RowsMut<'_>, update: RowUpd
                     lo: lo.as_mut_ptr(),
                 };
                 if ada {
-                    apply_body::<_, true>(job, split, lr, eps, state)
+                    apply_body::<_, _, true>(job, split, lr, eps, state)
                 } else {
-                    apply_body::<_, false>(job, split, lr, eps, state)
+                    apply_body::<_, _, false>(job, split, lr, eps, state)
                 }
             }
         }

@@ -20,7 +20,8 @@
 //! # Fused sparse update
 //!
 //! [`BagKernel::apply`] takes [`Lookup`]s `(row, bag, scale)` and the gradient of the pooled
-//! output, `grad[bag]`. Each run of consecutive lookups of one row is coalesced first:
+//! output, `grad[bag]`. Each run of consecutive lookups of one row (each chain, for
+//! [`BagKernel::apply_chains`]) is coalesced first:
 //!
 //! `g = ((0 + scale_1 * grad[bag_1]) + scale_2 * grad[bag_2]) + ...` (in lookup order)
 //!
@@ -34,10 +35,12 @@
 //! f32 and split again (Split-SGD). No gradient row is materialised per lookup: the coalesced
 //! gradient of one row lives in a `dim`-long scratch, and the update is applied in place.
 //! Callers group the lookups by row (stably, to keep the order deterministic) so that all
-//! duplicates of a row are consecutive; the `dlrm-kernels` crate does this per block of rows,
-//! each block owned by one task, which makes the update race-free and independent of the
-//! thread count. The SIMD path prefetches the row, its gradient row and its Adagrad
-//! accumulator [`BagKernelDesc::prefetch_distance`] lookups ahead.
+//! duplicates of a row are consecutive, or, with [`BagKernel::apply_chains`], link them
+//! into one chain per row ([`RowChains`]) without moving them; the `dlrm-kernels` crate
+//! chains them per block of rows, each block owned by one task, which makes the update
+//! race-free and independent of the thread count. The SIMD path prefetches the row, its
+//! gradient row and its Adagrad accumulator [`BagKernelDesc::prefetch_distance`] lookups
+//! (with chains: rows) ahead.
 //! `sum(g^2)` is reduced in 16 lanes and then by halves (8, 4, 2, 1), on every ISA, so Adagrad
 //! too gives the same bits everywhere.
 //!
@@ -211,6 +214,104 @@ pub struct Lookup {
     pub scale: f32,
 }
 
+/// Lookups grouped by row without moving them, for [`BagKernel::apply_chains`]: `heads`
+/// lists the first lookup of each row to update, in the order the rows are visited; `next[j]`
+/// is the lookup after `j` of the same row (always a later one), or [`RowChains::END`].
+///
+/// ```
+/// use dlrm_microkernels::embedding::{Lookup, RowChains};
+/// let l = |row| Lookup { row, bag: 0, scale: 1.0 };
+/// let lookups = [l(4), l(2), l(4)];
+/// // Row 4 (lookups 0 and 2), then row 2 (lookup 1).
+/// let (heads, next) = ([0u32, 1], [2, RowChains::END, RowChains::END]);
+/// let chains = RowChains { lookups: &lookups, heads: &heads, next: &next };
+/// assert_eq!(chains.heads.len(), 2);
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct RowChains<'a> {
+    /// The lookups, in any order.
+    pub lookups: &'a [Lookup],
+    /// The first lookup of each row's chain (indices into `lookups`).
+    pub heads: &'a [u32],
+    /// For each lookup, the next of its chain (a larger index) or [`RowChains::END`]; as long
+    /// as `lookups`.
+    pub next: &'a [u32],
+}
+
+impl RowChains<'_> {
+    /// The end of a chain.
+    ///
+    /// ```
+    /// assert_eq!(dlrm_microkernels::embedding::RowChains::END, u32::MAX);
+    /// ```
+    pub const END: u32 = u32::MAX;
+}
+
+/// The order in which a fused update visits rows and their lookups: units are row updates.
+pub(crate) trait Order: Copy {
+    /// Number of units (for runs, an upper bound: the lookups).
+    fn units(self) -> usize;
+    /// The first lookup of unit `u`.
+    fn first(self, u: usize) -> usize;
+    /// The lookup after `j` in the same unit, if any.
+    fn after(self, lookups: &[Lookup], j: usize) -> Option<usize>;
+    /// The unit after `u`, whose last lookup was `last`.
+    fn advance(self, u: usize, last: usize) -> usize;
+}
+
+/// Runs of consecutive lookups of one row ([`BagKernel::apply`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Runs {
+    /// Number of lookups.
+    n: usize,
+}
+
+impl Order for Runs {
+    #[inline(always)]
+    fn units(self) -> usize {
+        self.n
+    }
+    #[inline(always)]
+    fn first(self, u: usize) -> usize {
+        u
+    }
+    #[inline(always)]
+    fn after(self, lookups: &[Lookup], j: usize) -> Option<usize> {
+        (j + 1 < lookups.len() && lookups[j + 1].row == lookups[j].row).then_some(j + 1)
+    }
+    #[inline(always)]
+    fn advance(self, _: usize, last: usize) -> usize {
+        last + 1
+    }
+}
+
+/// Chains of lookups ([`BagKernel::apply_chains`]), validated.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Chains<'a> {
+    heads: &'a [u32],
+    next: &'a [u32],
+}
+
+impl Order for Chains<'_> {
+    #[inline(always)]
+    fn units(self) -> usize {
+        self.heads.len()
+    }
+    #[inline(always)]
+    fn first(self, u: usize) -> usize {
+        self.heads[u] as usize
+    }
+    #[inline(always)]
+    fn after(self, _: &[Lookup], j: usize) -> Option<usize> {
+        let n = self.next[j];
+        (n != RowChains::END).then_some(n as usize)
+    }
+    #[inline(always)]
+    fn advance(self, u: usize, _: usize) -> usize {
+        u + 1
+    }
+}
+
 /// The rows a fused update writes: f32 weights, or bf16 Split-SGD halves.
 ///
 /// ```
@@ -316,6 +417,18 @@ pub enum BagError {
         /// Rows in the block.
         rows: usize,
     },
+    /// A [`RowChains`] link that is not a lookup (`heads`), or neither the end nor a later
+    /// lookup (`next`).
+    BadChain {
+        /// `"heads"` or `"next"`.
+        list: &'static str,
+        /// Position in that list.
+        position: usize,
+        /// The link.
+        value: u32,
+        /// Number of lookups.
+        lookups: usize,
+    },
     /// `dim` is zero.
     ZeroDim,
 }
@@ -343,6 +456,25 @@ impl fmt::Display for BagError {
                 f,
                 "lookup {position}: row {row} outside the block of rows [{first_row}, {})",
                 first_row + rows
+            ),
+            BagError::BadChain {
+                list,
+                position,
+                value,
+                lookups,
+            } if *list == "heads" => write!(
+                f,
+                "heads[{position}] = {value} is not one of the {lookups} lookups"
+            ),
+            BagError::BadChain {
+                list,
+                position,
+                value,
+                lookups,
+            } => write!(
+                f,
+                "{list}[{position}] = {value} is neither the end nor a later one of the \
+                 {lookups} lookups"
             ),
             BagError::ZeroDim => write!(f, "embedding dimension is zero"),
         }
@@ -678,6 +810,110 @@ impl BagKernel {
         grad: GradRows<'_>,
         update: RowUpdate<'_>,
     ) -> Result<(), BagError> {
+        let order = Runs { n: lookups.len() };
+        self.apply_order(rows, first_row, lookups, order, grad, update)
+    }
+
+    /// The fused sparse update with the lookups grouped by row as chains (see [`RowChains`]):
+    /// for each head in turn, coalesce its chain in chain order and apply `update` to the
+    /// head's row once. The same arithmetic as [`BagKernel::apply`] on the lookups laid out
+    /// chain after chain, without moving them. Every lookup's row and bag are checked (as
+    /// for [`BagKernel::apply`]); only a head's row is updated, so a chain should hold the
+    /// lookups of one row.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`BagKernel::apply`], and, with nothing written:
+    /// [`KernelError::LengthMismatch`] when `next` is not as long as `lookups`, and
+    /// [`BagError::BadChain`] for a head that is not a lookup or a link that is neither
+    /// [`RowChains::END`] nor a later lookup.
+    ///
+    /// ```
+    /// use dlrm_microkernels::embedding::{
+    ///     BagKernel, BagKernelDesc, GradRows, Lookup, RowChains, RowUpdate, RowsMut,
+    /// };
+    ///
+    /// // Rows 10 and 11 of a table with dim 2; bag 0 used row 10 twice, bag 1 row 11 once.
+    /// let mut block = [1.0f32, 1.0, 2.0, 2.0];
+    /// let grad = [0.5f32, 1.0, -1.0, 0.0]; // two bags
+    /// let lookups = [
+    ///     Lookup { row: 10, bag: 0, scale: 1.0 },
+    ///     Lookup { row: 11, bag: 1, scale: 1.0 },
+    ///     Lookup { row: 10, bag: 0, scale: 1.0 },
+    /// ];
+    /// let (heads, next) = ([0u32, 1], [2, RowChains::END, RowChains::END]);
+    /// let k = BagKernel::new(BagKernelDesc::new(2))?;
+    /// k.apply_chains(
+    ///     RowsMut::F32(&mut block),
+    ///     10,
+    ///     RowChains { lookups: &lookups, heads: &heads, next: &next },
+    ///     GradRows { data: &grad, stride: 2 },
+    ///     RowUpdate::Sgd { lr: 0.5 },
+    /// )?;
+    /// assert_eq!(block, [0.5, 0.0, 2.5, 2.0]);
+    /// # Ok::<(), dlrm_microkernels::embedding::BagError>(())
+    /// ```
+    pub fn apply_chains(
+        &self,
+        rows: RowsMut<'_>,
+        first_row: usize,
+        chains: RowChains<'_>,
+        grad: GradRows<'_>,
+        update: RowUpdate<'_>,
+    ) -> Result<(), BagError> {
+        let RowChains {
+            lookups,
+            heads,
+            next,
+        } = chains;
+        let m = lookups.len();
+        if next.len() != m {
+            return Err(KernelError::LengthMismatch {
+                what: "next and lookups",
+                left: next.len(),
+                right: m,
+            }
+            .into());
+        }
+        if let Some(position) = heads.iter().position(|&h| h as usize >= m) {
+            return Err(BagError::BadChain {
+                list: "heads",
+                position,
+                value: heads[position],
+                lookups: m,
+            });
+        }
+        // Links only go forward, so every chain ends.
+        let bad =
+            |(j, &n): (usize, &u32)| n != RowChains::END && (n as usize <= j || n as usize >= m);
+        if let Some(position) = next.iter().enumerate().position(bad) {
+            return Err(BagError::BadChain {
+                list: "next",
+                position,
+                value: next[position],
+                lookups: m,
+            });
+        }
+        self.apply_order(
+            rows,
+            first_row,
+            lookups,
+            Chains { heads, next },
+            grad,
+            update,
+        )
+    }
+
+    /// [`BagKernel::apply`] in a given order (of validated links).
+    fn apply_order<O: Order>(
+        &self,
+        rows: RowsMut<'_>,
+        first_row: usize,
+        lookups: &[Lookup],
+        order: O,
+        grad: GradRows<'_>,
+        update: RowUpdate<'_>,
+    ) -> Result<(), BagError> {
         let dim = self.desc.dim;
         let nrows = match &rows {
             RowsMut::F32(w) => w.len() / dim,
@@ -740,7 +976,7 @@ impl BagKernel {
                 .into());
             }
         }
-        if lookups.is_empty() {
+        if lookups.is_empty() || order.units() == 0 {
             return Ok(());
         }
         let mut scratch = vec![0f32; dim.next_multiple_of(16)];
@@ -750,19 +986,30 @@ impl BagKernel {
                 dim,
                 first_row,
                 lookups,
+                order,
                 grad: grad.data.as_ptr(),
                 grad_stride: grad.stride,
                 scratch: scratch.as_mut_ptr(),
                 prefetch: self.desc.prefetch_distance,
             };
             // SAFETY: the ISA was checked available; every lookup's row is inside the block
-            // and its bag's gradient row inside `grad.data` (checked above); `hi`/`lo` have
-            // equal lengths; the Adagrad state covers every row of the block; the scratch
-            // holds `dim` rounded up to whole vectors.
+            // and its bag's gradient row inside `grad.data` (checked above), and `order` only
+            // names lookups (it is indexed with bounds checks); `hi`/`lo` have equal lengths;
+            // the Adagrad state covers every row of the block; the scratch holds `dim` rounded
+            // up to whole vectors.
             unsafe { avx512::apply(&job, rows, update) };
             return Ok(());
         }
-        apply_portable(dim, first_row, lookups, grad, rows, update, &mut scratch);
+        apply_portable(
+            dim,
+            first_row,
+            lookups,
+            order,
+            grad,
+            rows,
+            update,
+            &mut scratch,
+        );
         Ok(())
     }
 }
@@ -921,28 +1168,34 @@ pub(crate) fn sum_squares_portable(x: &[f32]) -> f32 {
 }
 
 /// Portable fused update: the same arithmetic, in the same order, as the SIMD body.
-fn apply_portable(
+#[allow(clippy::too_many_arguments)]
+fn apply_portable<O: Order>(
     dim: usize,
     first_row: usize,
     lookups: &[Lookup],
+    order: O,
     grad: GradRows<'_>,
     mut rows: RowsMut<'_>,
     mut update: RowUpdate<'_>,
     scratch: &mut [f32],
 ) {
     let acc = &mut scratch[..dim];
-    let mut i = 0;
-    while i < lookups.len() {
+    let mut u = 0;
+    while u < order.units() {
+        let i = order.first(u);
         let row = lookups[i].row;
         acc.fill(0.0);
         let mut j = i;
-        while j < lookups.len() && lookups[j].row == row {
+        loop {
             let l = lookups[j];
             let g = &grad.data[l.bag as usize * grad.stride..][..dim];
             for (a, g) in acc.iter_mut().zip(g) {
                 *a += l.scale * *g;
             }
-            j += 1;
+            match order.after(lookups, j) {
+                Some(next) => j = next,
+                None => break,
+            }
         }
         let r = row as usize - first_row;
         let (lr, denom) = match &mut update {
@@ -973,6 +1226,6 @@ fn apply_portable(
                 }
             }
         }
-        i = j;
+        u = order.advance(u, j);
     }
 }
