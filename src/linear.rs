@@ -557,6 +557,28 @@ impl<T: Element> Linear<T> {
         self.check_y("layer output", y, n)?;
         let Blocking { bn, bc, bk } = self.cfg.blocking;
         let (cb, kb, k) = (self.cb, self.kb, self.cfg.out_features);
+        if kb == 1 && bk == 1 {
+            // One output: a dot product per row (in both layouts, W's single block column
+            // is the `bc` weights in order).
+            let wbl = self.w_block;
+            y.as_mut_slice()
+                .par_chunks_mut(bn)
+                .enumerate()
+                .for_each_init(
+                    || scratch(bn),
+                    |acc, (nb, y_blk)| {
+                        acc.fill(0.0);
+                        for j in 0..cb {
+                            let w = &self.w[j * wbl..][..bc];
+                            eltwise::row_dots(x.block(nb, j), bn, bc, w, acc);
+                        }
+                        let rows = (n - nb * bn).min(bn);
+                        let act = self.cfg.activation;
+                        bias_act(&self.cvt, acc, bn, 1, rows, 1, &self.bias, act, y_blk);
+                    },
+                );
+            return Ok(());
+        }
         let a = (x.as_slice(), cb * bn * bc);
         let b = (&self.w[..], cb * self.w_block);
         per_block(

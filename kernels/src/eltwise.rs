@@ -1,5 +1,6 @@
 //! Elementwise pieces of the blocked MLP: the forward epilogue (bias, activation, rounding to
-//! the output type), the activation derivative and column sums for the bias gradient.
+//! the output type), the activation derivative, column sums for the bias gradient, and the
+//! row dot products of a layer with one output.
 //! Memory-bound; each works on one cache-resident block at a time. Block transposes and VNNI
 //! packing are in [`crate::reorder`].
 
@@ -276,4 +277,82 @@ pub fn column_sums<T: Element>(block: &[T], rows: usize, cols: usize, sums: &mut
             }
         }
     });
+}
+
+/// `acc[r] += sum_j block[r * cols + j] * w[j]` for each of `rows` rows: the forward of a
+/// layer with one output (a matrix-vector product, where a BRGEMM would use one lane of
+/// each register). Each row is summed in 16 lanes, then the lanes pairwise, in a fixed order,
+/// so the result does not depend on the thread count.
+///
+/// # Panics
+///
+/// If `block` holds fewer than `rows * cols` values, `w` fewer than `cols` or `acc` fewer
+/// than `rows`.
+///
+/// ```
+/// let mut acc = [1.0f32, 0.0];
+/// dlrm_microkernels::eltwise::row_dots(&[1.0f32, 2.0, 3.0, 4.0], 2, 2, &[10.0, 1.0], &mut acc);
+/// assert_eq!(acc, [13.0, 34.0]);
+/// ```
+pub fn row_dots<T: Element>(block: &[T], rows: usize, cols: usize, w: &[T], acc: &mut [f32]) {
+    let (block, w, acc) = (&block[..rows * cols], &w[..cols], &mut acc[..rows]);
+    vectorised(|| {
+        for (a, row) in acc.iter_mut().zip(block.chunks_exact(cols.max(1))) {
+            let mut lanes = [0f32; 16];
+            let (body, tail) = row.split_at(cols - cols % 16);
+            let (w_body, w_tail) = w.split_at(cols - cols % 16);
+            for (xs, ws) in body.chunks_exact(16).zip(w_body.chunks_exact(16)) {
+                for ((l, x), w) in lanes.iter_mut().zip(xs).zip(ws) {
+                    *l += x.to_f32() * w.to_f32();
+                }
+            }
+            for ((l, x), w) in lanes.iter_mut().zip(tail).zip(w_tail) {
+                *l += x.to_f32() * w.to_f32();
+            }
+            let mut width = 16;
+            while width > 1 {
+                width /= 2;
+                for i in 0..width {
+                    lanes[i] += lanes[i + width];
+                }
+            }
+            *a += lanes[0];
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use half::bf16;
+
+    fn check_row_dots<T: Element>() {
+        for rows in [1, 2, 7, 64] {
+            for cols in [1, 15, 16, 17, 33, 64, 100] {
+                let x: Vec<T> = (0..rows * cols)
+                    .map(|i| T::from_f32(((i * 7919) % 97) as f32 / 97.0 - 0.5))
+                    .collect();
+                let w: Vec<T> = (0..cols)
+                    .map(|j| T::from_f32(((j * 31) % 13) as f32 / 13.0 - 0.5))
+                    .collect();
+                let mut acc = vec![0.25f32; rows + 1];
+                row_dots(&x, rows, cols, &w, &mut acc);
+                for r in 0..rows {
+                    let want: f64 = 0.25
+                        + (0..cols)
+                            .map(|j| x[r * cols + j].to_f32() as f64 * w[j].to_f32() as f64)
+                            .sum::<f64>();
+                    let err = (acc[r] as f64 - want).abs();
+                    assert!(err <= 1e-5 * (1.0 + cols as f64), "{rows}x{cols} row {r}");
+                }
+                assert_eq!(acc[rows], 0.25, "nothing past the rows is touched");
+            }
+        }
+    }
+
+    #[test]
+    fn row_dots_match_f64() {
+        check_row_dots::<f32>();
+        check_row_dots::<bf16>();
+    }
 }
