@@ -10,8 +10,10 @@
 //! * backward-data: `dx(nb,cb) = sum_kb dy'(nb,kb) W(kb,cb)^T`, tasks over (nb, cb), where
 //!   `dy' = dy * f'(y)`; the transposed weights `W^T` are kept beside `W` (built on the
 //!   first call, then refreshed block by block inside the fused update);
-//! * backward-weights: `dW(kb,cb) = sum_nb x(nb,cb)^T dy'(nb,kb)`, tasks over (kb, cb);
-//!   `db = column sums of dy'`.
+//! * backward-weights: `dW(kb,cb) = sum_nb x(nb,cb)^T dy'(nb,kb)`, tasks over (kb, cb)
+//!   (layers with few outputs compute the transpose, `dy'^T x`, and transpose the block);
+//!   `db = column sums of dy'`;
+//! * a layer with one output runs its forward as a dot product per row.
 //!
 //! Each output block is computed by one task in a fixed order, so results are bit-identical for
 //! any number of threads. Threads come from the current rayon pool.
