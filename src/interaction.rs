@@ -7,7 +7,7 @@
 //! order: `d + F(F-1)/2` (or `d + F(F+1)/2`) values, as the DLRM reference orders them. Its
 //! backward is `dZ = S Z` with `S` the symmetrised product gradient (the diagonal doubled).
 //! Both products run on the BRGEMM kernel: `Z Z^T` and `Z^T S` from one transposed copy of
-//! `Z`.
+//! `Z` (stacked with two row copies, then transposed by [`crate::kernels::reorder`]).
 //!
 //! The output is written straight into the blocked input of the top MLP, so no row-major
 //! copy is made. Inputs: `dense` row-major `[B][d]`, `emb` row-major `[B][T][d]`, f32.
@@ -33,6 +33,7 @@ use rayon::prelude::*;
 use crate::blocked::Blocked;
 use crate::error::{Error, Result, check_len};
 use crate::kernels::convert::Converter;
+use crate::kernels::reorder::Reorder;
 use crate::kernels::{ALayout, Batch, Brgemm, BrgemmDesc, Element, eltwise};
 
 /// Which interaction.
@@ -71,6 +72,7 @@ pub struct Interaction {
     /// `dZ^T = Z^T S`.
     back: Brgemm,
     cvt: Converter,
+    reorder: Reorder,
 }
 
 impl Interaction {
@@ -109,6 +111,7 @@ impl Interaction {
             products: Brgemm::new(products)?,
             back: Brgemm::new(back)?,
             cvt: Converter::new()?,
+            reorder: Reorder::new()?,
         })
     }
 
@@ -166,17 +169,20 @@ impl Interaction {
         check_len("interaction output columns", self.output_dim(), cols)
     }
 
-    /// `Z^T` (`[d][F]`) of sample `b`.
-    fn stack_transposed(&self, dense: &[f32], emb: &[f32], b: usize, zt: &mut [f32]) {
+    /// `Z^T` (`[d][F]`) of sample `b`, through `z` (`Z`, `[F][d]`: two row copies).
+    fn stack_transposed(
+        &self,
+        dense: &[f32],
+        emb: &[f32],
+        b: usize,
+        z: &mut [f32],
+        zt: &mut [f32],
+    ) {
         let (d, t, f) = (self.dim, self.tables, self.tables + 1);
-        for (kk, x) in dense[b * d..(b + 1) * d].iter().enumerate() {
-            zt[kk * f] = *x;
-        }
-        for (tt, e) in emb[b * t * d..(b + 1) * t * d].chunks_exact(d).enumerate() {
-            for (kk, x) in e.iter().enumerate() {
-                zt[kk * f + tt + 1] = *x;
-            }
-        }
+        z[..d].copy_from_slice(&dense[b * d..(b + 1) * d]);
+        z[d..f * d].copy_from_slice(&emb[b * t * d..(b + 1) * t * d]);
+        // Scratch sizes are the interaction's own: the transpose cannot fail.
+        self.reorder.transpose(z, f, d, zt).expect("Z size");
     }
 
     /// Forward: the interaction of each sample into row `b` of `out` (the top MLP's blocked
@@ -209,12 +215,15 @@ impl Interaction {
             .par_chunks_mut(cb * bn * bc)
             .enumerate()
             .try_for_each_init(
-                || (vec![0f32; d * f], vec![0f32; f * f], vec![0f32; width]),
-                |(zt, p, row), (nb, panel)| -> Result<()> {
+                || {
+                    let zs = (vec![0f32; d * f], vec![0f32; d * f]);
+                    (zs, vec![0f32; f * f], vec![0f32; width])
+                },
+                |(zs, p, row), (nb, panel)| -> Result<()> {
                     for r in 0..bn {
                         let b = nb * bn + r;
                         if b < batch {
-                            self.row(dense, emb, b, zt, p, row)?;
+                            self.row(dense, emb, b, zs, p, row)?;
                         } else {
                             row.fill(0.0);
                         }
@@ -234,7 +243,7 @@ impl Interaction {
         dense: &[f32],
         emb: &[f32],
         b: usize,
-        zt: &mut [f32],
+        (z, zt): &mut (Vec<f32>, Vec<f32>),
         p: &mut [f32],
         row: &mut [f32],
     ) -> Result<()> {
@@ -243,7 +252,7 @@ impl Interaction {
         match self.op {
             InteractionOp::Cat => row[d..].copy_from_slice(&emb[b * t * d..(b + 1) * t * d]),
             InteractionOp::Dot => {
-                self.stack_transposed(dense, emb, b, zt);
+                self.stack_transposed(dense, emb, b, z, zt);
                 self.products.run(Batch::strided(zt, zt, 1), p)?;
                 for (o, (i, j)) in row[d..].iter_mut().zip(self.pairs()) {
                     *o = p[i * f + j];
@@ -293,14 +302,10 @@ impl Interaction {
             .enumerate()
             .try_for_each_init(
                 || {
-                    (
-                        vec![0f32; d * f],
-                        vec![0f32; f * f],
-                        vec![0f32; width],
-                        vec![0f32; d * f],
-                    )
+                    let zs = (vec![0f32; d * f], vec![0f32; d * f]);
+                    (zs, vec![0f32; f * f], vec![0f32; width], vec![0f32; d * f])
                 },
-                |(zt, s, g, dzt), (nb, (dd, de))| -> Result<()> {
+                |((z, zt), s, g, dzt), (nb, (dd, de))| -> Result<()> {
                     for r in 0..dd.len() / d {
                         let b = nb * bn + r;
                         for (j, chunk) in g.chunks_mut(bc).enumerate() {
@@ -322,14 +327,14 @@ impl Interaction {
                                     s[i * f + j] += gv;
                                     s[j * f + i] += gv;
                                 }
-                                self.stack_transposed(dense, emb, b, zt);
+                                self.stack_transposed(dense, emb, b, z, zt);
                                 self.back.run(Batch::strided(zt, s, 1), dzt)?;
-                                for kk in 0..d {
-                                    dx[kk] += dzt[kk * f];
-                                    for tt in 0..t {
-                                        de[(r * t + tt) * d + kk] = dzt[kk * f + tt + 1];
-                                    }
+                                // dZ = (dZ^T)^T, `[F][d]`, reusing `z`.
+                                self.reorder.transpose(dzt, d, f, z)?;
+                                for (x, g) in dx.iter_mut().zip(&z[..d]) {
+                                    *x += g;
                                 }
+                                de[r * t * d..(r + 1) * t * d].copy_from_slice(&z[d..f * d]);
                             }
                         }
                     }
