@@ -463,7 +463,8 @@ pub(crate) unsafe fn transpose16(src: *const u16, rows: usize, cols: usize, dst:
 ///
 /// The CPU has AVX-512 F/BW/VL/DQ; `src` holds `k * n` values, `dst` `ceil(k/2) * n` pairs.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
-pub(crate) unsafe fn pack_pairs16(src: *const u16, k: usize, n: usize, dst: *mut u32) {
+pub(crate) unsafe fn pack_pairs16(src: *const u16, k: usize, n: usize, dst: *mut u16) {
+    let dst = dst.cast::<u32>();
     for p in 0..k.div_ceil(2) {
         for j0 in (0..n).step_by(16) {
             let m = lanes16(n - j0);
@@ -483,7 +484,8 @@ pub(crate) unsafe fn pack_pairs16(src: *const u16, k: usize, n: usize, dst: *mut
 ///
 /// As [`pack_pairs16`], with the roles of `src` and `dst` exchanged.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
-pub(crate) unsafe fn unpack_pairs16(src: *const u32, k: usize, n: usize, dst: *mut u16) {
+pub(crate) unsafe fn unpack_pairs16(src: *const u16, k: usize, n: usize, dst: *mut u16) {
+    let src = src.cast::<u32>();
     for p in 0..k.div_ceil(2) {
         for j0 in (0..n).step_by(16) {
             let m = lanes16(n - j0);
@@ -506,7 +508,8 @@ pub(crate) unsafe fn unpack_pairs16(src: *const u32, k: usize, n: usize, dst: *m
 ///
 /// The CPU has AVX-512 F/BW/VL/DQ; `src` holds `k * n` values, `dst` `ceil(k/2) * 2 * n`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
-pub(crate) unsafe fn pack_pairs32(src: *const f32, k: usize, n: usize, dst: *mut f32) {
+pub(crate) unsafe fn pack_pairs32(src: *const u32, k: usize, n: usize, dst: *mut u32) {
+    let (src, dst) = (src.cast::<f32>(), dst.cast::<f32>());
     let lo_idx = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
     let hi_idx = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
     for p in 0..k.div_ceil(2) {

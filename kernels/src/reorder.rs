@@ -28,6 +28,10 @@
 use crate::vnni::packed_len;
 use crate::{Element, Isa, KernelError};
 
+/// An AVX-512 reorder kernel on raw lanes of width `L`: `(src, a, b, dst)`.
+#[cfg(target_arch = "x86_64")]
+type LaneKernel<L> = unsafe fn(*const L, usize, usize, *mut L);
+
 /// Block transposes and VNNI-2 packing for the ISA chosen at construction.
 ///
 /// ```
@@ -86,9 +90,34 @@ impl Reorder {
         })
     }
 
+    /// Run the AVX-512 kernel for `T`'s lane width, `wide` (32-bit lanes) or `narrow`
+    /// (16-bit lanes), on `(src, a, b, dst)`. `false`, with nothing done, where this
+    /// `Reorder` uses plain loops or there is no kernel for the width.
+    ///
+    /// # Safety
+    ///
+    /// `src` and `dst` hold what the kernels read and write for `(a, b)`.
     #[cfg(target_arch = "x86_64")]
-    fn simd(&self) -> bool {
-        self.isa >= Isa::Avx512
+    unsafe fn run_simd<T: Element>(
+        &self,
+        (src, a, b, dst): (&[T], usize, usize, &mut [T]),
+        wide: Option<LaneKernel<u32>>,
+        narrow: LaneKernel<u16>,
+    ) -> bool {
+        if self.isa < Isa::Avx512 {
+            return false;
+        }
+        let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
+        // The ISA was checked available; the extents are the caller's; `T` is f32 or bf16
+        // (sealed), whose bits the kernels move as lanes of `T`'s width.
+        match (T::DTYPE.size_bytes(), wide) {
+            // SAFETY: as said above, with 32-bit lanes.
+            (4, Some(wide)) => unsafe { wide(s.cast(), a, b, d.cast()) },
+            (4, None) => return false,
+            // SAFETY: as said above, with 16-bit lanes.
+            _ => unsafe { narrow(s.cast(), a, b, d.cast()) },
+        }
+        true
     }
 
     /// `dst[c * rows + r] = src[r * cols + c]`: the `cols x rows` transpose of a row-major
@@ -121,17 +150,12 @@ impl Reorder {
         fits("src", len, src.len())?;
         fits("dst", len, dst.len())?;
         #[cfg(target_arch = "x86_64")]
-        if self.simd() {
-            let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
-            // SAFETY: the ISA was checked available; both slices hold rows * cols values of
-            // T, whose bits the kernels move as 32-bit (f32) or 16-bit (bf16) lanes.
-            unsafe {
-                match T::DTYPE.size_bytes() {
-                    4 => crate::avx512::transpose32(s.cast(), rows, cols, d.cast()),
-                    _ => crate::avx512::transpose16(s.cast(), rows, cols, d.cast()),
-                }
+        {
+            use crate::avx512::{transpose16, transpose32};
+            // SAFETY: both slices hold rows * cols values (checked above).
+            if unsafe { self.run_simd((src, rows, cols, dst), Some(transpose32), transpose16) } {
+                return Ok(());
             }
-            return Ok(());
         }
         for (c, out) in dst[..len].chunks_exact_mut(rows.max(1)).enumerate() {
             for (d, row) in out.iter_mut().zip(src[..len].chunks_exact(cols)) {
@@ -167,17 +191,12 @@ impl Reorder {
         fits("src", k.saturating_mul(n), src.len())?;
         fits("dst", packed_len(k, n), dst.len())?;
         #[cfg(target_arch = "x86_64")]
-        if self.simd() {
-            let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
-            // SAFETY: the ISA was checked available; the lengths were checked above; T's
-            // bits move as f32 or 16-bit lanes (two per 32-bit pair).
-            unsafe {
-                match T::DTYPE.size_bytes() {
-                    4 => crate::avx512::pack_pairs32(s.cast(), k, n, d.cast()),
-                    _ => crate::avx512::pack_pairs16(s.cast(), k, n, d.cast()),
-                }
+        {
+            use crate::avx512::{pack_pairs16, pack_pairs32};
+            // SAFETY: `src` holds k * n values and `dst` packed_len(k, n) (checked above).
+            if unsafe { self.run_simd((src, k, n, dst), Some(pack_pairs32), pack_pairs16) } {
+                return Ok(());
             }
-            return Ok(());
         }
         for (p, out) in dst[..packed_len(k, n)]
             .chunks_exact_mut(2 * n.max(1))
@@ -219,13 +238,13 @@ impl Reorder {
         fits("src", packed_len(k, n), src.len())?;
         fits("dst", k.saturating_mul(n), dst.len())?;
         #[cfg(target_arch = "x86_64")]
-        if self.simd() && T::DTYPE.size_bytes() == 2 {
-            // SAFETY: the ISA was checked available; the lengths were checked above; bf16
-            // bits move as 16-bit lanes.
-            unsafe {
-                crate::avx512::unpack_pairs16(src.as_ptr().cast(), k, n, dst.as_mut_ptr().cast())
-            };
-            return Ok(());
+        {
+            use crate::avx512::unpack_pairs16;
+            // SAFETY: `src` holds packed_len(k, n) values and `dst` k * n (checked above);
+            // f32 has no kernel here and takes the loop below.
+            if unsafe { self.run_simd((src, k, n, dst), None, unpack_pairs16) } {
+                return Ok(());
+            }
         }
         for (kk, row) in dst[..k * n].chunks_exact_mut(n.max(1)).enumerate() {
             for (j, d) in row.iter_mut().enumerate() {
