@@ -1,12 +1,12 @@
 //! Embedding-bag kernels against a plain f64 reference, on every ISA this CPU has: pooling
 //! (sum, mean, weights, empty bags, duplicates, f32/bf16 tables and outputs, i32/i64 indices,
 //! dims that are not multiples of 16), the fused update (SGD, row-wise Adagrad, Split-SGD;
-//! lookups in runs or in chains by row), bit-equality across ISAs, errors that write nothing,
+//! lookups in runs or grouped by the kernel), bit-equality across ISAs, errors that write nothing,
 //! and huge-page buffers.
 
 use dlrm_microkernels::embedding::{
-    BagError, BagIndex, BagKernel, BagKernelDesc, Bags, GradRows, HUGE_PAGE, HugePageBuf, Lookup,
-    Pooling, RowChains, RowUpdate, RowsMut,
+    BagError, BagIndex, BagKernel, BagKernelDesc, Bags, GradRows, GroupBuffers, HUGE_PAGE,
+    HugePageBuf, Lookup, Pooling, RowUpdate, RowsMut,
 };
 use dlrm_microkernels::{Element, Isa, KernelError, bf16};
 use proptest::prelude::*;
@@ -319,14 +319,15 @@ proptest! {
 
 proptest! {
     #[test]
-    fn apply_chains_matches_apply_on_the_chains_laid_out(
+    fn apply_grouped_matches_apply_on_the_lookups_laid_out_by_row(
         (b, _) in batch_strategy(),
         adagrad in any::<bool>(),
         split in any::<bool>(),
         first in 0usize..3,
     ) {
-        // Lookups in position order, chained by row in first-occurrence order; `apply` gets
-        // the same lookups moved next to each other, chain after chain.
+        // Lookups in position order, grouped by the kernel; `apply` gets the same lookups
+        // moved next to each other, row after row in first-occurrence order (this test's own
+        // grouping, the reference).
         let nb = b.offsets.len().max(1);
         let dim = b.dim;
         let mut g = Lcg(b.indices.len() as u64 + 5);
@@ -340,8 +341,9 @@ proptest! {
                 lookups.push(Lookup { row: (b.indices[j] as usize + first) as u32, bag: bag as u32, scale });
             }
         }
+        const END: u32 = u32::MAX;
         let mut heads = Vec::new();
-        let mut next = vec![RowChains::END; lookups.len()];
+        let mut next = vec![END; lookups.len()];
         let mut last: Vec<Option<usize>> = vec![None; b.rows + first];
         for (i, l) in lookups.iter().enumerate() {
             match last[l.row as usize] {
@@ -353,14 +355,14 @@ proptest! {
         let mut laid_out = Vec::new();
         for &h in &heads {
             let mut j = h;
-            while j != RowChains::END {
+            while j != END {
                 laid_out.push(lookups[j as usize]);
                 j = next[j as usize];
             }
         }
         prop_assert_eq!(laid_out.len(), lookups.len());
         let (lr, eps) = (0.05f32, 1e-3f32);
-        let run = |isa: Isa, chains: Option<RowChains<'_>>| -> (Vec<f32>, Vec<f32>) {
+        let run = |isa: Isa, grouped: bool| -> (Vec<f32>, Vec<f32>) {
             let k = BagKernel::with_isa(BagKernelDesc { dim, prefetch_distance: 2 }, isa).unwrap();
             let mut w = b.table.clone();
             let mut h = vec![0.25f32; b.rows];
@@ -377,9 +379,11 @@ proptest! {
             } else {
                 RowsMut::F32(&mut w)
             };
-            match chains {
-                Some(c) => k.apply_chains(rows, first, c, grows, update).unwrap(),
-                None => k.apply(rows, first, &laid_out, grows, update).unwrap(),
+            if grouped {
+                let mut buffers = GroupBuffers::default();
+                k.apply_grouped(rows, first, &lookups, grows, update, &mut buffers).unwrap();
+            } else {
+                k.apply(rows, first, &laid_out, grows, update).unwrap();
             }
             if split {
                 for ((x, h), l) in w.iter_mut().zip(&hi).zip(&lo) {
@@ -388,10 +392,9 @@ proptest! {
             }
             (w, h)
         };
-        let chains = RowChains { lookups: &lookups, heads: &heads, next: &next };
-        let (want, want_h) = run(Isa::Portable, None);
+        let (want, want_h) = run(Isa::Portable, false);
         for isa in isas() {
-            let (w, h) = run(isa, Some(chains));
+            let (w, h) = run(isa, true);
             prop_assert_eq!(bits(&w), bits(&want), "{}", isa);
             prop_assert_eq!(bits(&h), bits(&want_h), "{}", isa);
         }
@@ -399,60 +402,53 @@ proptest! {
 }
 
 #[test]
-fn apply_chains_errors_write_nothing() {
+fn apply_grouped_errors_write_nothing() {
     for isa in isas() {
         let k = BagKernel::with_isa(BagKernelDesc::new(3), isa).unwrap();
         let mut w = vec![1.0f32; 4 * 3];
+        let mut buffers = GroupBuffers::default();
         let grad = [1.0f32; 6];
-        let g = GradRows {
-            data: &grad,
-            stride: 3,
-        };
         let ok = Lookup {
             row: 5,
             bag: 1,
             scale: 1.0,
         };
-        let lookups = [ok, ok, Lookup { row: 6, ..ok }];
-        let end = RowChains::END;
-        let mut apply = |heads: &[u32], next: &[u32], lookups: &[Lookup]| {
-            k.apply_chains(
+        let mut apply = |lookups: &[Lookup], grad: &[f32]| {
+            k.apply_grouped(
                 RowsMut::F32(&mut w),
                 5,
-                RowChains {
-                    lookups,
-                    heads,
-                    next,
+                lookups,
+                GradRows {
+                    data: grad,
+                    stride: 3,
                 },
-                g,
                 RowUpdate::Sgd { lr: 1.0 },
+                &mut buffers,
             )
             .unwrap_err()
             .to_string()
         };
+        // Rows 5..9; the first bad lookup is named, after good ones of the same rows.
         assert_eq!(
-            apply(&[0, 3], &[1, end, end], &lookups),
-            "heads[1] = 3 is not one of the 3 lookups"
+            apply(&[ok, ok, Lookup { row: 9, ..ok }], &grad),
+            "lookup 2: row 9 outside the block of rows [5, 9)"
         );
         assert_eq!(
-            apply(&[1, 2], &[end, 0, end], &lookups),
-            "next[1] = 0 is neither the end nor a later one of the 3 lookups"
+            apply(
+                &[ok, Lookup { row: 4, ..ok }, Lookup { row: 9, ..ok }],
+                &grad
+            ),
+            "lookup 1: row 4 outside the block of rows [5, 9)"
         );
         assert_eq!(
-            apply(&[0, 2], &[0, end, end], &lookups),
-            "next[0] = 0 is neither the end nor a later one of the 3 lookups"
+            apply(&[ok, Lookup { bag: 2, ..ok }], &grad),
+            "grad slice too short at batch position 1: needs 9 elements, has 6"
         );
         assert_eq!(
-            apply(&[0, 2], &[1, end, 3], &lookups),
-            "next[2] = 3 is neither the end nor a later one of the 3 lookups"
+            apply(&[ok], &grad[..2]),
+            "grad slice too short at batch position 0: needs 6 elements, has 2"
         );
-        assert!(apply(&[0, 2], &[1, end], &lookups).contains("next and lookups"));
-        let outside = [ok, Lookup { row: 9, ..ok }];
-        assert_eq!(
-            apply(&[0], &[end, end], &outside),
-            "lookup 1: row 9 outside the block of rows [5, 9)"
-        );
-        assert!(w.iter().all(|&x| x == 1.0));
+        assert!(w.iter().all(|&x| x == 1.0), "{isa}: an error wrote");
     }
 }
 

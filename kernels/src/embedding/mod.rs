@@ -20,8 +20,8 @@
 //! # Fused sparse update
 //!
 //! [`BagKernel::apply`] takes [`Lookup`]s `(row, bag, scale)` and the gradient of the pooled
-//! output, `grad[bag]`. Each run of consecutive lookups of one row (each chain, for
-//! [`BagKernel::apply_chains`]) is coalesced first:
+//! output, `grad[bag]`. Each run of consecutive lookups of one row (each row's lookups, for
+//! [`BagKernel::apply_grouped`]) is coalesced first:
 //!
 //! `g = ((0 + scale_1 * grad[bag_1]) + scale_2 * grad[bag_2]) + ...` (in lookup order)
 //!
@@ -34,13 +34,14 @@
 //! For a [`RowsMut::Split`] table each element is the exact f32 `hi << 16 | lo`, updated in
 //! f32 and split again (Split-SGD). No gradient row is materialised per lookup: the coalesced
 //! gradient of one row lives in a `dim`-long scratch, and the update is applied in place.
-//! Callers group the lookups by row (stably, to keep the order deterministic) so that all
-//! duplicates of a row are consecutive, or, with [`BagKernel::apply_chains`], link them
-//! into one chain per row ([`RowChains`]) without moving them; the `dlrm-kernels` crate
-//! chains them per block of rows, each block owned by one task, which makes the update
-//! race-free and independent of the thread count. The SIMD path prefetches the row, its
-//! gradient row and its Adagrad accumulator [`BagKernelDesc::prefetch_distance`] lookups
-//! (with chains: rows) ahead.
+//! Callers of [`BagKernel::apply`] group the lookups by row (stably, to keep the order
+//! deterministic) so that all duplicates of a row are consecutive;
+//! [`BagKernel::apply_grouped`] groups them itself, in one pass that also validates them
+//! (see [`GroupBuffers`]), without moving them. The `dlrm-kernels` crate groups the lookups
+//! of each block of rows on the task that owns the block, which makes the update race-free
+//! and independent of the thread count. The SIMD path prefetches the row, its gradient row
+//! and its Adagrad accumulator [`BagKernelDesc::prefetch_distance`] lookups (grouped: rows)
+//! ahead.
 //! `sum(g^2)` is reduced in 16 lanes and then by halves (8, 4, 2, 1), on every ISA, so Adagrad
 //! too gives the same bits everywhere.
 //!
@@ -64,8 +65,10 @@
 mod alloc;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+mod group;
 
 pub use alloc::{HUGE_PAGE, HugePageBuf, Plain};
+pub use group::GroupBuffers;
 
 use std::fmt;
 
@@ -214,39 +217,6 @@ pub struct Lookup {
     pub scale: f32,
 }
 
-/// Lookups grouped by row without moving them, for [`BagKernel::apply_chains`]: `heads`
-/// lists the first lookup of each row to update, in the order the rows are visited; `next[j]`
-/// is the lookup after `j` of the same row (always a later one), or [`RowChains::END`].
-///
-/// ```
-/// use dlrm_microkernels::embedding::{Lookup, RowChains};
-/// let l = |row| Lookup { row, bag: 0, scale: 1.0 };
-/// let lookups = [l(4), l(2), l(4)];
-/// // Row 4 (lookups 0 and 2), then row 2 (lookup 1).
-/// let (heads, next) = ([0u32, 1], [2, RowChains::END, RowChains::END]);
-/// let chains = RowChains { lookups: &lookups, heads: &heads, next: &next };
-/// assert_eq!(chains.heads.len(), 2);
-/// ```
-#[derive(Debug, Clone, Copy)]
-pub struct RowChains<'a> {
-    /// The lookups, in any order.
-    pub lookups: &'a [Lookup],
-    /// The first lookup of each row's chain (indices into `lookups`).
-    pub heads: &'a [u32],
-    /// For each lookup, the next of its chain (a larger index) or [`RowChains::END`]; as long
-    /// as `lookups`.
-    pub next: &'a [u32],
-}
-
-impl RowChains<'_> {
-    /// The end of a chain.
-    ///
-    /// ```
-    /// assert_eq!(dlrm_microkernels::embedding::RowChains::END, u32::MAX);
-    /// ```
-    pub const END: u32 = u32::MAX;
-}
-
 /// The order in which a fused update visits rows and their lookups: units are row updates.
 pub(crate) trait Order: Copy {
     /// Number of units (for runs, an upper bound: the lookups).
@@ -285,11 +255,17 @@ impl Order for Runs {
     }
 }
 
-/// Chains of lookups ([`BagKernel::apply_chains`]), validated.
+/// Lookups chained by row ([`BagKernel::apply_grouped`]): the first lookup of each row in
+/// visiting order, and for each lookup the next of its row (a later one) or [`Chains::END`].
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Chains<'a> {
-    heads: &'a [u32],
-    next: &'a [u32],
+    pub(crate) heads: &'a [u32],
+    pub(crate) next: &'a [u32],
+}
+
+impl Chains<'_> {
+    /// The end of a chain.
+    pub(crate) const END: u32 = u32::MAX;
 }
 
 impl Order for Chains<'_> {
@@ -304,7 +280,7 @@ impl Order for Chains<'_> {
     #[inline(always)]
     fn after(self, _: &[Lookup], j: usize) -> Option<usize> {
         let n = self.next[j];
-        (n != RowChains::END).then_some(n as usize)
+        (n != Chains::END).then_some(n as usize)
     }
     #[inline(always)]
     fn advance(self, u: usize, _: usize) -> usize {
@@ -417,18 +393,6 @@ pub enum BagError {
         /// Rows in the block.
         rows: usize,
     },
-    /// A [`RowChains`] link that is not a lookup (`heads`), or neither the end nor a later
-    /// lookup (`next`).
-    BadChain {
-        /// `"heads"` or `"next"`.
-        list: &'static str,
-        /// Position in that list.
-        position: usize,
-        /// The link.
-        value: u32,
-        /// Number of lookups.
-        lookups: usize,
-    },
     /// `dim` is zero.
     ZeroDim,
 }
@@ -456,25 +420,6 @@ impl fmt::Display for BagError {
                 f,
                 "lookup {position}: row {row} outside the block of rows [{first_row}, {})",
                 first_row + rows
-            ),
-            BagError::BadChain {
-                list,
-                position,
-                value,
-                lookups,
-            } if *list == "heads" => write!(
-                f,
-                "heads[{position}] = {value} is not one of the {lookups} lookups"
-            ),
-            BagError::BadChain {
-                list,
-                position,
-                value,
-                lookups,
-            } => write!(
-                f,
-                "{list}[{position}] = {value} is neither the end nor a later one of the \
-                 {lookups} lookups"
             ),
             BagError::ZeroDim => write!(f, "embedding dimension is zero"),
         }
@@ -810,27 +755,32 @@ impl BagKernel {
         grad: GradRows<'_>,
         update: RowUpdate<'_>,
     ) -> Result<(), BagError> {
+        let nrows = self.check_block(&rows, grad, &update)?;
+        check_lookups(self.desc.dim, first_row, nrows, lookups, grad)?;
         let order = Runs { n: lookups.len() };
-        self.apply_order(rows, first_row, lookups, order, grad, update)
+        // SAFETY: the block and every lookup were just checked.
+        unsafe { self.run_order(rows, first_row, lookups, order, grad, update) };
+        Ok(())
     }
 
-    /// The fused sparse update with the lookups grouped by row as chains (see [`RowChains`]):
-    /// for each head in turn, coalesce its chain in chain order and apply `update` to the
-    /// head's row once. The same arithmetic as [`BagKernel::apply`] on the lookups laid out
-    /// chain after chain, without moving them. Every lookup's row and bag are checked (as
-    /// for [`BagKernel::apply`]); only a head's row is updated, so a chain should hold the
-    /// lookups of one row.
+    /// The fused sparse update of lookups in any order: each row's lookups are coalesced in
+    /// position order and the row is updated once, rows in the order of their first lookup.
+    /// The same arithmetic, bit for bit, as [`BagKernel::apply`] on the lookups laid out row
+    /// by row in that order, without moving them.
+    ///
+    /// The grouping is one pass over the lookups that also validates them (see
+    /// [`GroupBuffers`], which `buffers` provides and which grows to the largest block and
+    /// lookup count seen). `rows`, `first_row`, `grad` and `update` are as for
+    /// [`BagKernel::apply`].
     ///
     /// # Errors
     ///
-    /// Those of [`BagKernel::apply`], and, with nothing written:
-    /// [`KernelError::LengthMismatch`] when `next` is not as long as `lookups`, and
-    /// [`BagError::BadChain`] for a head that is not a lookup or a link that is neither
-    /// [`RowChains::END`] nor a later lookup.
+    /// Those of [`BagKernel::apply`], with nothing written, and [`KernelError::Unsupported`]
+    /// for `u32::MAX` lookups or more.
     ///
     /// ```
     /// use dlrm_microkernels::embedding::{
-    ///     BagKernel, BagKernelDesc, GradRows, Lookup, RowChains, RowUpdate, RowsMut,
+    ///     BagKernel, BagKernelDesc, GradRows, GroupBuffers, Lookup, RowUpdate, RowsMut,
     /// };
     ///
     /// // Rows 10 and 11 of a table with dim 2; bag 0 used row 10 twice, bag 1 row 11 once.
@@ -841,81 +791,84 @@ impl BagKernel {
     ///     Lookup { row: 11, bag: 1, scale: 1.0 },
     ///     Lookup { row: 10, bag: 0, scale: 1.0 },
     /// ];
-    /// let (heads, next) = ([0u32, 1], [2, RowChains::END, RowChains::END]);
     /// let k = BagKernel::new(BagKernelDesc::new(2))?;
-    /// k.apply_chains(
+    /// let mut buffers = GroupBuffers::default();
+    /// k.apply_grouped(
     ///     RowsMut::F32(&mut block),
     ///     10,
-    ///     RowChains { lookups: &lookups, heads: &heads, next: &next },
+    ///     &lookups,
     ///     GradRows { data: &grad, stride: 2 },
     ///     RowUpdate::Sgd { lr: 0.5 },
+    ///     &mut buffers,
     /// )?;
+    /// assert_eq!(block, [0.5, 0.0, 2.5, 2.0]);
+    ///
+    /// // A row outside the block: an error naming the lookup, and nothing written.
+    /// let bad = [lookups[0], Lookup { row: 12, bag: 0, scale: 1.0 }];
+    /// let err = k
+    ///     .apply_grouped(
+    ///         RowsMut::F32(&mut block),
+    ///         10,
+    ///         &bad,
+    ///         GradRows { data: &grad, stride: 2 },
+    ///         RowUpdate::Sgd { lr: 0.5 },
+    ///         &mut buffers,
+    ///     )
+    ///     .unwrap_err();
+    /// assert_eq!(err.to_string(), "lookup 1: row 12 outside the block of rows [10, 12)");
     /// assert_eq!(block, [0.5, 0.0, 2.5, 2.0]);
     /// # Ok::<(), dlrm_microkernels::embedding::BagError>(())
     /// ```
-    pub fn apply_chains(
-        &self,
-        rows: RowsMut<'_>,
-        first_row: usize,
-        chains: RowChains<'_>,
-        grad: GradRows<'_>,
-        update: RowUpdate<'_>,
-    ) -> Result<(), BagError> {
-        let RowChains {
-            lookups,
-            heads,
-            next,
-        } = chains;
-        let m = lookups.len();
-        if next.len() != m {
-            return Err(KernelError::LengthMismatch {
-                what: "next and lookups",
-                left: next.len(),
-                right: m,
-            }
-            .into());
-        }
-        if let Some(position) = heads.iter().position(|&h| h as usize >= m) {
-            return Err(BagError::BadChain {
-                list: "heads",
-                position,
-                value: heads[position],
-                lookups: m,
-            });
-        }
-        // Links only go forward, so every chain ends.
-        let bad =
-            |(j, &n): (usize, &u32)| n != RowChains::END && (n as usize <= j || n as usize >= m);
-        if let Some(position) = next.iter().enumerate().position(bad) {
-            return Err(BagError::BadChain {
-                list: "next",
-                position,
-                value: next[position],
-                lookups: m,
-            });
-        }
-        self.apply_order(
-            rows,
-            first_row,
-            lookups,
-            Chains { heads, next },
-            grad,
-            update,
-        )
-    }
-
-    /// [`BagKernel::apply`] in a given order (of validated links).
-    fn apply_order<O: Order>(
+    pub fn apply_grouped(
         &self,
         rows: RowsMut<'_>,
         first_row: usize,
         lookups: &[Lookup],
-        order: O,
         grad: GradRows<'_>,
         update: RowUpdate<'_>,
+        buffers: &mut GroupBuffers,
     ) -> Result<(), BagError> {
+        let nrows = self.check_block(&rows, grad, &update)?;
+        if lookups.len() >= u32::MAX as usize {
+            return Err(KernelError::Unsupported {
+                what: "u32::MAX or more lookups in one grouped update",
+            }
+            .into());
+        }
         let dim = self.desc.dim;
-        let nrows = match &rows {
+        // The largest bag whose gradient row fits: bag * stride + dim <= len (stride >= dim
+        // >= 1, checked).
+        let max_bag = grad
+            .data
+            .len()
+            .checked_sub(dim)
+            .map(|room| room / grad.stride);
+        match buffers.chain(lookups, first_row, nrows, max_bag) {
+            Some(chains) => {
+                // SAFETY: `check_block` passed, and the grouping pass checked every lookup's
+                // row against the block and its bag against `max_bag`, as `check_lookups`
+                // does.
+                unsafe { self.run_order(rows, first_row, lookups, chains, grad, update) };
+                Ok(())
+            }
+            // Some lookup is bad: the full check names the first one.
+            None => {
+                check_lookups(dim, first_row, nrows, lookups, grad)?;
+                unreachable!("the grouping pass and the full check agree on bad lookups")
+            }
+        }
+    }
+
+    /// The checks of a fused update that do not depend on the lookups; returns the rows in
+    /// the block.
+    fn check_block(
+        &self,
+        rows: &RowsMut<'_>,
+        grad: GradRows<'_>,
+        update: &RowUpdate<'_>,
+    ) -> Result<usize, BagError> {
+        let dim = self.desc.dim;
+        let nrows = match rows {
             RowsMut::F32(w) => w.len() / dim,
             RowsMut::Split { hi, lo } => {
                 if hi.len() != lo.len() {
@@ -938,7 +891,7 @@ impl BagKernel {
             }
             .into());
         }
-        if let RowUpdate::RowwiseAdagrad { state, .. } = &update
+        if let RowUpdate::RowwiseAdagrad { state, .. } = update
             && state.len() < nrows
         {
             return Err(KernelError::SliceTooShort {
@@ -949,35 +902,29 @@ impl BagKernel {
             }
             .into());
         }
-        for (position, l) in lookups.iter().enumerate() {
-            let r = l.row as usize;
-            if r < first_row || r - first_row >= nrows {
-                return Err(BagError::RowOutsideBlock {
-                    position,
-                    row: l.row,
-                    first_row,
-                    rows: nrows,
-                });
-            }
-            // bag * stride + dim <= len, without overflow.
-            let fits = (l.bag as usize)
-                .checked_mul(grad.stride)
-                .and_then(|x| x.checked_add(dim))
-                .is_some_and(|x| x <= grad.data.len());
-            if !fits {
-                return Err(KernelError::SliceTooShort {
-                    operand: "grad",
-                    batch_index: Some(position),
-                    needed: (l.bag as usize)
-                        .saturating_mul(grad.stride)
-                        .saturating_add(dim),
-                    len: grad.data.len(),
-                }
-                .into());
-            }
-        }
+        Ok(nrows)
+    }
+
+    /// Apply the lookups in `order` (see [`BagKernel::apply`]).
+    ///
+    /// # Safety
+    ///
+    /// The block passed [`BagKernel::check_block`] and every lookup [`check_lookups`] (or the
+    /// grouping pass of [`GroupBuffers`], which checks the same), with these `rows`,
+    /// `first_row`, `grad` and `update`. (`order` needs no promise: it is indexed with
+    /// bounds checks.)
+    unsafe fn run_order<O: Order>(
+        &self,
+        rows: RowsMut<'_>,
+        first_row: usize,
+        lookups: &[Lookup],
+        order: O,
+        grad: GradRows<'_>,
+        update: RowUpdate<'_>,
+    ) {
+        let dim = self.desc.dim;
         if lookups.is_empty() || order.units() == 0 {
-            return Ok(());
+            return;
         }
         let mut scratch = vec![0f32; dim.next_multiple_of(16)];
         #[cfg(target_arch = "x86_64")]
@@ -993,12 +940,12 @@ impl BagKernel {
                 prefetch: self.desc.prefetch_distance,
             };
             // SAFETY: the ISA was checked available; every lookup's row is inside the block
-            // and its bag's gradient row inside `grad.data` (checked above), and `order` only
-            // names lookups (it is indexed with bounds checks); `hi`/`lo` have equal lengths;
-            // the Adagrad state covers every row of the block; the scratch holds `dim` rounded
-            // up to whole vectors.
+            // and its bag's gradient row inside `grad.data`, `hi`/`lo` have equal lengths and
+            // the Adagrad state covers every row of the block (the caller's checks); `order`
+            // only names lookups (it is indexed with bounds checks); the scratch holds `dim`
+            // rounded up to whole vectors.
             unsafe { avx512::apply(&job, rows, update) };
-            return Ok(());
+            return;
         }
         apply_portable(
             dim,
@@ -1010,8 +957,46 @@ impl BagKernel {
             update,
             &mut scratch,
         );
-        Ok(())
     }
+}
+
+/// Every lookup's row inside the block `first_row..first_row + rows` and its bag's gradient
+/// row inside `grad.data`; the first that is not is the error.
+fn check_lookups(
+    dim: usize,
+    first_row: usize,
+    nrows: usize,
+    lookups: &[Lookup],
+    grad: GradRows<'_>,
+) -> Result<(), BagError> {
+    for (position, l) in lookups.iter().enumerate() {
+        let r = l.row as usize;
+        if r < first_row || r - first_row >= nrows {
+            return Err(BagError::RowOutsideBlock {
+                position,
+                row: l.row,
+                first_row,
+                rows: nrows,
+            });
+        }
+        // bag * stride + dim <= len, without overflow.
+        let fits = (l.bag as usize)
+            .checked_mul(grad.stride)
+            .and_then(|x| x.checked_add(dim))
+            .is_some_and(|x| x <= grad.data.len());
+        if !fits {
+            return Err(KernelError::SliceTooShort {
+                operand: "grad",
+                batch_index: Some(position),
+                needed: (l.bag as usize)
+                    .saturating_mul(grad.stride)
+                    .saturating_add(dim),
+                len: grad.data.len(),
+            }
+            .into());
+        }
+    }
+    Ok(())
 }
 
 /// Reinterpret a slice of one `Element` type as another of the same `DType`.
