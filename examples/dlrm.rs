@@ -152,6 +152,12 @@ struct Args {
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Data loading threads: 1 produces batches ahead on a background thread, 0 produces each
+    /// in line when it is needed (its time then counts as data time, as in the reference,
+    /// whose loader has no workers by default). Default: 1 if a core is left beside
+    /// --threads, else 0 (a background loader could then only take CPU from training).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=1))]
+    num_workers: Option<u8>,
     /// Write the metrics over time to this CSV file.
     #[arg(long)]
     metrics_csv: Option<PathBuf>,
@@ -267,7 +273,7 @@ fn run(args: &Args, out: &mut Reporter) -> Result<Summary> {
             }
             None => Dlrm::new(cfg, args.numpy_rand_seed)?,
         };
-        out.line(describe(&model, &data, threads));
+        out.line(describe(&model, &data, threads, background_loading(args)));
         let mut csv = Csv::create(args.metrics_csv.as_deref())?;
         let mut summary = Summary::default();
         if args.inference_only {
@@ -303,7 +309,7 @@ fn train(
     let start_step = model.steps();
     for epoch in 0..args.nepochs {
         let epoch_batches = data.train_epoch(epoch, args.data_randomize, args.numpy_rand_seed);
-        let mut batches = Prefetcher::spawn(epoch_batches, 4);
+        let mut batches = Prefetcher::new(epoch_batches, background_loading(args), 4);
         let epoch_start = Instant::now();
         let mut it = 0;
         for batch in batches.by_ref() {
@@ -360,6 +366,18 @@ fn train(
     summary.step_ms_with_data = (t.total() + waited).as_secs_f64() * 1e3 / steps;
     out.line(describe_timings(&t, waited, run_time, data.skipped));
     Ok(())
+}
+
+/// Whether data is loaded on a background thread: as `--num-workers` says, else when a core
+/// is left beside the training threads (called inside the training pool).
+fn background_loading(args: &Args) -> bool {
+    match args.num_workers {
+        Some(n) => n > 0,
+        None => {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            cores > rayon::current_num_threads()
+        }
+    }
 }
 
 /// Evaluate, report the line, log it to the CSV and keep it in the summary.
@@ -809,12 +827,12 @@ fn check_memory(cfg: &DlrmConfig) -> Result<()> {
     }
 }
 
-fn describe(model: &Dlrm, data: &Data, threads: usize) -> String {
+fn describe(model: &Dlrm, data: &Data, threads: usize, background: bool) -> String {
     let c = model.config();
     let list = |v: &[usize]| v.iter().map(usize::to_string).collect::<Vec<_>>().join("-");
     format!(
         "DLRM {}: bottom {}, top {}, {} tables ({:.2} GiB), dim {}, {} interaction, batch {}, lr {}\n\
-         {} threads, ISA {}; {} training batches per epoch, {} test batches",
+         {} threads, ISA {}; {} training batches per epoch, {} test batches, data loaded {}",
         c.precision.name(),
         list(&c.bottom_mlp),
         list(&c.top_mlp),
@@ -828,6 +846,11 @@ fn describe(model: &Dlrm, data: &Data, threads: usize) -> String {
         Isa::active().map_or("?".into(), |i| i.to_string()),
         data.train_batches,
         data.test_batches,
+        if background {
+            "on a background thread"
+        } else {
+            "in line"
+        },
     )
 }
 
@@ -1038,6 +1061,19 @@ mod tests {
         assert!(!args(&["--arch-interaction-itself", "false"]).arch_interaction_itself);
         assert!(Args::try_parse_from(["dlrm", "--arch-interaction-itself", "False"]).is_err());
         assert!(Args::try_parse_from(["dlrm", "--precision", "fp16"]).is_err());
+        // Data loading: in line (0) or on a background thread (1), else chosen by the cores.
+        assert!(!background_loading(&args(&["--num-workers", "0"])));
+        assert!(background_loading(&args(&["--num-workers", "1"])));
+        assert!(Args::try_parse_from(["dlrm", "--num-workers", "2"]).is_err());
+        let one_thread = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(
+            one_thread.install(|| background_loading(&args(&[]))),
+            cores > 1
+        );
         // A preset's sizes, capped by --max-ind-range.
         let s = Shape::from_args(&args(&["--preset", "small", "--max-ind-range", "500"])).unwrap();
         assert_eq!((s.rows, s.dim, s.lookups), (vec![500; 8], 64, 100));
@@ -1059,6 +1095,8 @@ mod tests {
             "20",
             "--threads",
             "2",
+            "--num-workers",
+            "1",
         ]);
         let csv = tmp("metrics.csv");
         let a = Args {
@@ -1079,6 +1117,8 @@ mod tests {
     fn random_data_bf16_with_adagrad_runs_and_checkpoints_resume() {
         let ckpt = tmp("model.safetensors");
         let base = [
+            "--num-workers",
+            "0",
             "--data-generation",
             "random",
             "--arch-embedding-size",

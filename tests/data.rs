@@ -347,9 +347,23 @@ fn prefetcher_keeps_order_and_stops_at_an_error() {
             }
         })
         .collect();
-    let got: Vec<_> = Prefetcher::spawn(items.into_iter(), 1).collect();
-    assert_eq!(got.len(), 3);
-    assert!(got[2].is_err());
+    for background in [true, false] {
+        let mut p = Prefetcher::new(items.clone().into_iter(), background, 1);
+        assert_eq!(p.is_background(), background);
+        let got: Vec<_> = p.by_ref().collect();
+        assert_eq!(got.len(), 3, "background {background}");
+        assert_eq!(got[1].as_ref().unwrap().targets, [1.0]);
+        assert!(got[2].is_err());
+        assert!(p.next().is_none(), "the stream ends at the error");
+    }
+    // In line, producing a batch is waiting for it.
+    let slow = (0..2).map(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        Ok(MiniBatch::default())
+    });
+    let mut p = Prefetcher::inline(slow);
+    assert_eq!(p.by_ref().count(), 2);
+    assert!(p.waited() >= std::time::Duration::from_millis(40));
     // Dropping early does not hang.
     let endless = (0..).map(|i| {
         Ok(MiniBatch {

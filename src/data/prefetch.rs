@@ -1,5 +1,9 @@
-//! Loading overlapped with training: a background thread produces the next batches while
-//! the current one trains, so the step does not wait for data (beyond the first batch).
+//! Loading beside training: a background thread produces the next batches while the current
+//! one trains, so the step does not wait for data (beyond the first batch). Or, where
+//! training already keeps every core busy, loading in line on the caller's thread: a
+//! background loader could then only take CPU from the step, so each batch is produced when
+//! asked and its time counted as waiting for data (how the DLRM reference, whose data loader
+//! has no workers by default, runs and measures).
 //!
 //! ```
 //! use dlrm_kernels::data::prefetch::Prefetcher;
@@ -17,16 +21,30 @@ use std::time::{Duration, Instant};
 use crate::error::Result;
 use crate::model::MiniBatch;
 
-/// Batches produced on a background thread, `depth` ahead, in order; iterate it.
+/// A source of batches, as the prefetcher takes it.
+type Source = Box<dyn Iterator<Item = Result<MiniBatch>> + Send>;
+
+/// Where the batches are produced.
+enum Mode {
+    /// On a background thread, sent through a bounded channel.
+    Background {
+        rx: Option<Receiver<Result<MiniBatch>>>,
+        handle: Option<JoinHandle<()>>,
+    },
+    /// On the consumer's thread, when asked (`None` after an error: the stream ends).
+    Inline(Option<Source>),
+}
+
+/// Batches produced ahead on a background thread ([`Prefetcher::spawn`]) or in line
+/// ([`Prefetcher::inline`]), in order; iterate it. Either way an error from the source is
+/// delivered in order and ends the stream.
 pub struct Prefetcher {
-    rx: Option<Receiver<Result<MiniBatch>>>,
-    handle: Option<JoinHandle<()>>,
+    mode: Mode,
     waited: Duration,
 }
 
 impl Prefetcher {
     /// Start producing from `source` on a new thread, at most `depth` batches ahead.
-    /// An error from the source is delivered in order and ends the stream.
     pub fn spawn<I>(source: I, depth: usize) -> Self
     where
         I: Iterator<Item = Result<MiniBatch>> + Send + 'static,
@@ -44,13 +62,66 @@ impl Prefetcher {
             })
             .expect("spawn the data thread");
         Prefetcher {
-            rx: Some(rx),
-            handle: Some(handle),
+            mode: Mode::Background {
+                rx: Some(rx),
+                handle: Some(handle),
+            },
             waited: Duration::ZERO,
         }
     }
 
-    /// Time the consumer has spent waiting for batches (data loading not hidden).
+    /// Produce each batch from `source` on the caller's thread when it is asked for; the time
+    /// it takes counts as [`Prefetcher::waited`]. For machines where training uses every core.
+    ///
+    /// ```
+    /// use dlrm_kernels::data::prefetch::Prefetcher;
+    /// use dlrm_kernels::model::MiniBatch;
+    /// let batches = (0..3).map(|i| Ok(MiniBatch { targets: vec![i as f32], ..MiniBatch::default() }));
+    /// let mut pre = Prefetcher::inline(batches);
+    /// assert_eq!(pre.next().unwrap()?.targets, [0.0]);
+    /// assert_eq!(pre.count(), 2);
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
+    pub fn inline<I>(source: I) -> Self
+    where
+        I: Iterator<Item = Result<MiniBatch>> + Send + 'static,
+    {
+        Prefetcher {
+            mode: Mode::Inline(Some(Box::new(source))),
+            waited: Duration::ZERO,
+        }
+    }
+
+    /// [`Prefetcher::spawn`] with `depth` when `background`, else [`Prefetcher::inline`].
+    ///
+    /// ```
+    /// use dlrm_kernels::data::prefetch::Prefetcher;
+    /// let none = std::iter::empty();
+    /// assert_eq!(Prefetcher::new(none, false, 4).count(), 0);
+    /// ```
+    pub fn new<I>(source: I, background: bool, depth: usize) -> Self
+    where
+        I: Iterator<Item = Result<MiniBatch>> + Send + 'static,
+    {
+        if background {
+            Self::spawn(source, depth)
+        } else {
+            Self::inline(source)
+        }
+    }
+
+    /// Whether batches are produced on a background thread.
+    ///
+    /// ```
+    /// use dlrm_kernels::data::prefetch::Prefetcher;
+    /// assert!(!Prefetcher::inline(std::iter::empty()).is_background());
+    /// ```
+    pub fn is_background(&self) -> bool {
+        matches!(self.mode, Mode::Background { .. })
+    }
+
+    /// Time the consumer has spent waiting for batches: data loading not hidden behind
+    /// training (in line: all of it).
     pub fn waited(&self) -> Duration {
         self.waited
     }
@@ -61,7 +132,16 @@ impl Iterator for Prefetcher {
 
     fn next(&mut self) -> Option<Self::Item> {
         let t = Instant::now();
-        let item = self.rx.as_ref()?.recv().ok();
+        let item = match &mut self.mode {
+            Mode::Background { rx, .. } => rx.as_ref()?.recv().ok(),
+            Mode::Inline(source) => {
+                let item = source.as_mut()?.next();
+                if !matches!(item, Some(Ok(_))) {
+                    *source = None; // an error or the end: nothing more
+                }
+                item
+            }
+        };
         self.waited += t.elapsed();
         item
     }
@@ -69,10 +149,12 @@ impl Iterator for Prefetcher {
 
 impl Drop for Prefetcher {
     fn drop(&mut self) {
-        // Hang up first so a producer blocked on a full channel returns, then join it.
-        drop(self.rx.take());
-        if let Some(h) = self.handle.take() {
-            h.join().ok();
+        if let Mode::Background { rx, handle } = &mut self.mode {
+            // Hang up first so a producer blocked on a full channel returns, then join it.
+            drop(rx.take());
+            if let Some(h) = handle.take() {
+                h.join().ok();
+            }
         }
     }
 }
