@@ -6,8 +6,8 @@
 //! `Z_i . Z_j` for `i` in `0..F` and `j` in `0..i` (`0..=i` with self-interaction), in that
 //! order: `d + F(F-1)/2` (or `d + F(F+1)/2`) values, as the DLRM reference orders them. Its
 //! backward is `dZ = S Z` with `S` the symmetrised product gradient (the diagonal doubled).
-//! Both products run on the BRGEMM kernel: `Z Z^T` and `Z^T S` from one transposed copy of
-//! `Z` (stacked with two row copies, then transposed by [`crate::kernels::reorder`]).
+//! Both run on [`crate::kernels::pair_dots`], straight on the rows of `Z` (`d` across the
+//! SIMD lanes, no transposed copy), with the same bits on every ISA.
 //!
 //! The output is written straight into the blocked input of the top MLP, so no row-major
 //! copy is made. Inputs: `dense` row-major `[B][d]`, `emb` row-major `[B][T][d]`, f32.
@@ -33,8 +33,8 @@ use rayon::prelude::*;
 use crate::blocked::Blocked;
 use crate::error::{Error, Result, check_len};
 use crate::kernels::convert::Converter;
-use crate::kernels::reorder::Reorder;
-use crate::kernels::{ALayout, Batch, Brgemm, BrgemmDesc, Element, eltwise};
+use crate::kernels::pair_dots::PairDots;
+use crate::kernels::{Element, eltwise};
 
 /// Which interaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -67,12 +67,8 @@ pub struct Interaction {
     self_interaction: bool,
     tables: usize,
     dim: usize,
-    /// `P = Z Z^T` from `Z^T` (`[d][F]`, read as a transposed A and as B).
-    products: Brgemm,
-    /// `dZ^T = Z^T S`.
-    back: Brgemm,
+    dots: PairDots,
     cvt: Converter,
-    reorder: Reorder,
 }
 
 impl Interaction {
@@ -98,20 +94,13 @@ impl Interaction {
                 "an interaction needs at least one table and a positive dimension, got {tables} tables of dimension {dim}"
             )));
         }
-        let f = tables + 1;
-        let mut products = BrgemmDesc::f32(f, f, dim);
-        products.a_layout = ALayout::Transposed;
-        products.lda = f;
-        let back = BrgemmDesc::f32(dim, f, f);
         Ok(Interaction {
             op,
             self_interaction,
             tables,
             dim,
-            products: Brgemm::new(products)?,
-            back: Brgemm::new(back)?,
+            dots: PairDots::new()?,
             cvt: Converter::new()?,
-            reorder: Reorder::new()?,
         })
     }
 
@@ -133,30 +122,25 @@ impl Interaction {
         }
     }
 
-    /// FLOP of forward + backward for a batch (the two BRGEMMs, or 0 for `cat`).
+    /// FLOP of forward + backward for a batch: `2 d` per pair forward, `2 d F` per vector
+    /// backward (`dZ = S Z`); 0 for `cat`.
     ///
     /// ```
     /// use dlrm_kernels::interaction::{Interaction, InteractionOp};
     /// let it = Interaction::new(InteractionOp::Dot, false, 1, 4)?;
-    /// // Forward Z Z^T and backward Z^T S: 2 F F d FLOP each, F = 2.
-    /// assert_eq!(it.flops(1), 2 * (2 * 2 * 2 * 4));
+    /// // F = 2: one pair forward (8 FLOP), 2 x 2 x 4 multiply-adds backward (32 FLOP).
+    /// assert_eq!(it.flops(1), 8 + 32);
     /// # Ok::<(), dlrm_kernels::Error>(())
     /// ```
     pub fn flops(&self, batch: usize) -> u64 {
         match self.op {
             InteractionOp::Dot => {
-                let f = (self.tables + 1) as u64;
-                2 * 2 * f * f * self.dim as u64 * batch as u64
+                let f = self.tables + 1;
+                let pairs = PairDots::pairs(f, self.self_interaction);
+                (2 * self.dim * (pairs + f * f) * batch) as u64
             }
             InteractionOp::Cat => 0,
         }
-    }
-
-    /// Pairs `(i, j)` in output order.
-    fn pairs(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
-        let f = self.tables + 1;
-        let extra = usize::from(self.self_interaction);
-        (0..f).flat_map(move |i| (0..i + extra).map(move |j| (i, j)))
     }
 
     fn check(&self, batch: usize, dense: usize, emb: usize, cols: usize) -> Result<()> {
@@ -169,20 +153,11 @@ impl Interaction {
         check_len("interaction output columns", self.output_dim(), cols)
     }
 
-    /// `Z^T` (`[d][F]`) of sample `b`, through `z` (`Z`, `[F][d]`: two row copies).
-    fn stack_transposed(
-        &self,
-        dense: &[f32],
-        emb: &[f32],
-        b: usize,
-        z: &mut [f32],
-        zt: &mut [f32],
-    ) {
-        let (d, t, f) = (self.dim, self.tables, self.tables + 1);
+    /// `Z` (`[F][d]`) of sample `b`: its dense vector, then its pooled embeddings.
+    fn stack(&self, dense: &[f32], emb: &[f32], b: usize, z: &mut [f32]) {
+        let (d, t) = (self.dim, self.tables);
         z[..d].copy_from_slice(&dense[b * d..(b + 1) * d]);
-        z[d..f * d].copy_from_slice(&emb[b * t * d..(b + 1) * t * d]);
-        // Scratch sizes are the interaction's own: the transpose cannot fail.
-        self.reorder.transpose(z, f, d, zt).expect("Z size");
+        z[d..(t + 1) * d].copy_from_slice(&emb[b * t * d..(b + 1) * t * d]);
     }
 
     /// Forward: the interaction of each sample into row `b` of `out` (the top MLP's blocked
@@ -215,15 +190,12 @@ impl Interaction {
             .par_chunks_mut(cb * bn * bc)
             .enumerate()
             .try_for_each_init(
-                || {
-                    let zs = (vec![0f32; d * f], vec![0f32; d * f]);
-                    (zs, vec![0f32; f * f], vec![0f32; width])
-                },
-                |(zs, p, row), (nb, panel)| -> Result<()> {
+                || (vec![0f32; d * f], vec![0f32; width]),
+                |(z, row), (nb, panel)| -> Result<()> {
                     for r in 0..bn {
                         let b = nb * bn + r;
                         if b < batch {
-                            self.row(dense, emb, b, zs, p, row)?;
+                            self.row(dense, emb, b, z, row)?;
                         } else {
                             row.fill(0.0);
                         }
@@ -237,14 +209,13 @@ impl Interaction {
             )
     }
 
-    /// The output row of sample `b`.
+    /// The output row of sample `b` (`z`: scratch for its `Z`).
     fn row(
         &self,
         dense: &[f32],
         emb: &[f32],
         b: usize,
-        (z, zt): &mut (Vec<f32>, Vec<f32>),
-        p: &mut [f32],
+        z: &mut [f32],
         row: &mut [f32],
     ) -> Result<()> {
         let (d, t, f) = (self.dim, self.tables, self.tables + 1);
@@ -252,11 +223,9 @@ impl Interaction {
         match self.op {
             InteractionOp::Cat => row[d..].copy_from_slice(&emb[b * t * d..(b + 1) * t * d]),
             InteractionOp::Dot => {
-                self.stack_transposed(dense, emb, b, z, zt);
-                self.products.run(Batch::strided(zt, zt, 1), p)?;
-                for (o, (i, j)) in row[d..].iter_mut().zip(self.pairs()) {
-                    *o = p[i * f + j];
-                }
+                self.stack(dense, emb, b, z);
+                self.dots
+                    .forward(z, f, d, self.self_interaction, &mut row[d..])?;
             }
         }
         Ok(())
@@ -301,11 +270,8 @@ impl Interaction {
             .zip(d_emb.par_chunks_mut(bn * t * d))
             .enumerate()
             .try_for_each_init(
-                || {
-                    let zs = (vec![0f32; d * f], vec![0f32; d * f]);
-                    (zs, vec![0f32; f * f], vec![0f32; width], vec![0f32; d * f])
-                },
-                |((z, zt), s, g, dzt), (nb, (dd, de))| -> Result<()> {
+                || (vec![0f32; d * f], vec![0f32; width], vec![0f32; d * f]),
+                |(z, g, dz), (nb, (dd, de))| -> Result<()> {
                     for r in 0..dd.len() / d {
                         let b = nb * bn + r;
                         for (j, chunk) in g.chunks_mut(bc).enumerate() {
@@ -322,19 +288,13 @@ impl Interaction {
                                 de[r * t * d..(r + 1) * t * d].copy_from_slice(&g[d..]);
                             }
                             InteractionOp::Dot => {
-                                s.fill(0.0);
-                                for (gv, (i, j)) in g[d..].iter().zip(self.pairs()) {
-                                    s[i * f + j] += gv;
-                                    s[j * f + i] += gv;
-                                }
-                                self.stack_transposed(dense, emb, b, z, zt);
-                                self.back.run(Batch::strided(zt, s, 1), dzt)?;
-                                // dZ = (dZ^T)^T, `[F][d]`, reusing `z`.
-                                self.reorder.transpose(dzt, d, f, z)?;
-                                for (x, g) in dx.iter_mut().zip(&z[..d]) {
+                                self.stack(dense, emb, b, z);
+                                let diag = self.self_interaction;
+                                self.dots.backward(z, f, d, diag, &g[d..], dz)?;
+                                for (x, g) in dx.iter_mut().zip(&dz[..d]) {
                                     *x += g;
                                 }
-                                de[r * t * d..(r + 1) * t * d].copy_from_slice(&z[d..f * d]);
+                                de[r * t * d..(r + 1) * t * d].copy_from_slice(&dz[d..f * d]);
                             }
                         }
                     }

@@ -133,6 +133,33 @@ pub(crate) unsafe fn brgemm_bf16_bf16(p: &Params, batch: &BatchPtrs<'_, bf16>, c
     unsafe { microkernel::brgemm::<Bf16Widened, OutBf16>(p, batch, c) }
 }
 
+/// Mask of the first `n` lanes (all 16 for `n >= 16`).
+#[inline(always)]
+pub(crate) fn lanes(n: usize) -> __mmask16 {
+    if n >= 16 {
+        !0
+    } else {
+        ((1u32 << n) - 1) as __mmask16
+    }
+}
+
+/// Sum of the 16 lanes in the portable order: halves added pairwise (8, 4, 2, 1).
+///
+/// # Safety
+///
+/// The CPU has AVX-512 F and DQ.
+#[inline(always)]
+pub(crate) unsafe fn reduce_halves(v: __m512) -> f32 {
+    // SAFETY: register-only AVX-512F/DQ and SSE operations (the caller's CPU has them).
+    unsafe {
+        let s8 = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps::<1>(v));
+        let s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps::<1>(s8));
+        let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+        let s1 = _mm_add_ss(s2, _mm_shuffle_ps::<0b01>(s2, s2));
+        _mm_cvtss_f32(s1)
+    }
+}
+
 /// Mask of the first `len` (< 16) lanes.
 #[inline(always)]
 fn tail_mask(len: usize) -> __mmask16 {

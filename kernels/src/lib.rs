@@ -64,6 +64,7 @@ pub mod embedding;
 mod error;
 pub mod isa;
 pub mod mmap;
+pub mod pair_dots;
 pub mod peak;
 pub mod reorder;
 pub mod sgd;

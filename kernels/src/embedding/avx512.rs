@@ -10,20 +10,11 @@ use core::arch::x86_64::*;
 use half::bf16;
 
 use super::{BagIndex, Bags, Lookup, Order, RowUpdate, RowsMut};
+use crate::avx512::{lanes, reduce_halves};
 use crate::microkernel::{round_to_bf16_bits, widen_bf16};
 
 /// Largest number of zmm accumulators a pooled row block keeps in registers (128 floats).
 const MAX_NV: usize = 8;
-
-/// Mask of the first `n` lanes (all 16 for `n >= 16`).
-#[inline(always)]
-fn lanes(n: usize) -> __mmask16 {
-    if n >= 16 {
-        !0
-    } else {
-        ((1u32 << n) - 1) as __mmask16
-    }
-}
 
 /// Prefetch every cache line of `[addr, addr + bytes)` (`bytes > 0`) into L2.
 ///
@@ -300,23 +291,6 @@ impl MasterRows for SplitRows {
             prefetch_span(self.hi.add(off) as usize, dim * 2);
             prefetch_span(self.lo.add(off) as usize, dim * 2);
         }
-    }
-}
-
-/// Sum of the 16 lanes in the portable order: halves added pairwise (8, 4, 2, 1).
-///
-/// # Safety
-///
-/// The CPU has AVX-512 F and DQ.
-#[inline(always)]
-unsafe fn reduce_halves(v: __m512) -> f32 {
-    // SAFETY: register-only AVX-512F/DQ and SSE operations (the caller's CPU has them).
-    unsafe {
-        let s8 = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps::<1>(v));
-        let s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps::<1>(s8));
-        let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-        let s1 = _mm_add_ss(s2, _mm_shuffle_ps::<0b01>(s2, s2));
-        _mm_cvtss_f32(s1)
     }
 }
 

@@ -1144,12 +1144,7 @@ pub(crate) fn sum_squares_portable(x: &[f32]) -> f32 {
             *l += *v * *v;
         }
     }
-    for width in [8, 4, 2, 1] {
-        for j in 0..width {
-            lanes[j] += lanes[j + width];
-        }
-    }
-    lanes[0]
+    crate::portable::reduce_halves(lanes)
 }
 
 /// Portable fused update: the same arithmetic, in the same order, as the SIMD body.
