@@ -113,6 +113,21 @@ impl RandomData {
     pub fn batch(&self, i: u64) -> MiniBatch {
         let c = &self.cfg;
         let base = Rng::new(c.seed).fork(i);
+        // The dense features and targets beside the tables (in parallel), each table from its
+        // own stream.
+        let ((dense, targets), (indices, offsets)) =
+            rayon::join(|| self.dense_and_targets(&base), || self.tables(&base));
+        MiniBatch {
+            dense,
+            indices,
+            offsets,
+            targets,
+        }
+    }
+
+    /// Dense features `U[0, 1)` and targets, from stream 0 of the batch.
+    fn dense_and_targets(&self, base: &Rng) -> (Vec<f32>, Vec<f32>) {
+        let c = &self.cfg;
         let mut rng = base.fork(0);
         let dense = (0..c.batch_size * c.dense_features)
             .map(|_| rng.uniform())
@@ -123,16 +138,28 @@ impl RandomData {
                 if c.round_targets { t.round() } else { t }
             })
             .collect();
-        // Tables in parallel, each from its own stream.
-        let (indices, offsets): (Vec<_>, Vec<_>) = c
-            .table_rows
+        (dense, targets)
+    }
+
+    /// Indices and offsets of every table (tables in parallel), table `t` from stream `1 + t`.
+    #[allow(clippy::type_complexity)]
+    fn tables(&self, base: &Rng) -> (Vec<Vec<i64>>, Vec<Vec<i64>>) {
+        let c = &self.cfg;
+        c.table_rows
             .par_iter()
             .enumerate()
             .map(|(t, &rows)| {
                 let mut rng = base.fork(1 + t as u64);
-                let mut idx = Vec::new();
+                // About K/2 draws per bag when lengths are random (dedup removes few).
+                let per_bag = c.indices_per_lookup.min(rows);
+                let expected = if c.indices_per_lookup_fixed {
+                    per_bag
+                } else {
+                    per_bag / 2 + 1
+                };
+                let mut idx = Vec::with_capacity(c.batch_size * expected);
                 let mut off = Vec::with_capacity(c.batch_size);
-                let mut group = Vec::new();
+                let mut bag = Vec::with_capacity(per_bag);
                 let scale = (rows - 1) as f64;
                 for _ in 0..c.batch_size {
                     off.push(idx.len() as i64);
@@ -142,21 +169,15 @@ impl RandomData {
                         let r = rng.uniform_f64();
                         (r * rows.min(c.indices_per_lookup) as f64).max(1.0).round() as usize
                     };
-                    group.clear();
-                    group.extend((0..len).map(|_| round_nonneg(rng.uniform_f64() * scale)));
-                    group.sort_unstable();
-                    group.dedup();
-                    idx.extend_from_slice(&group);
+                    bag.clear();
+                    bag.extend((0..len).map(|_| round_nonneg(rng.uniform_f64() * scale)));
+                    bag.sort_unstable();
+                    bag.dedup();
+                    idx.extend_from_slice(&bag);
                 }
                 (idx, off)
             })
-            .unzip();
-        MiniBatch {
-            dense,
-            indices,
-            offsets,
-            targets,
-        }
+            .unzip()
     }
 }
 
