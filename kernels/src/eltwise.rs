@@ -309,14 +309,7 @@ pub fn row_dots<T: Element>(block: &[T], rows: usize, cols: usize, w: &[T], acc:
             for ((l, x), w) in lanes.iter_mut().zip(tail).zip(w_tail) {
                 *l += x.to_f32() * w.to_f32();
             }
-            let mut width = 16;
-            while width > 1 {
-                width /= 2;
-                for i in 0..width {
-                    lanes[i] += lanes[i + width];
-                }
-            }
-            *a += lanes[0];
+            *a += crate::portable::reduce_halves(lanes);
         }
     });
 }

@@ -129,6 +129,7 @@ pub(crate) fn split_sgd(hi: &mut [bf16], lo: &mut [u16], g: &[f32], lr: f32) {
 
 /// Sum of 16 lanes in the order the SIMD paths use: halves added pairwise (lane j + lane
 /// j+8, then j + j+4, j + j+2, j + j+1).
+#[inline(always)]
 pub(crate) fn reduce_halves(mut lanes: [f32; 16]) -> f32 {
     for width in [8, 4, 2, 1] {
         for j in 0..width {

@@ -1,5 +1,5 @@
-//! Grouping the lookups of one block of rows by row, for [`BagKernel::apply_grouped`]
-//! (`super::BagKernel::apply_grouped`).
+//! Grouping the lookups of one block of rows by row, for
+//! [`BagKernel::apply_grouped`](super::BagKernel::apply_grouped).
 //!
 //! One pass over the lookups, without a sort, branches or (once the buffers have grown)
 //! allocation, links each lookup to the next lookup of the same row: a bitmap of the rows
@@ -22,9 +22,20 @@ use super::{Chains, Lookup};
 /// [`BagKernel::apply_grouped`]: super::BagKernel::apply_grouped
 ///
 /// ```
-/// use dlrm_microkernels::embedding::GroupBuffers;
-/// let buffers = GroupBuffers::default(); // empty until first used
-/// # let _ = buffers;
+/// use dlrm_microkernels::embedding::{
+///     BagKernel, BagKernelDesc, GradRows, GroupBuffers, Lookup, RowUpdate, RowsMut,
+/// };
+/// let k = BagKernel::new(BagKernelDesc::new(1))?;
+/// let mut buffers = GroupBuffers::default(); // empty until first used, then reused
+/// let mut rows = [1.0f32, 1.0];
+/// for step in 0..3 {
+///     let lookups = [Lookup { row: step % 2, bag: 0, scale: 1.0 }];
+///     let grad = GradRows { data: &[0.5], stride: 1 };
+///     let update = RowUpdate::Sgd { lr: 1.0 };
+///     k.apply_grouped(RowsMut::F32(&mut rows), 0, &lookups, grad, update, &mut buffers)?;
+/// }
+/// assert_eq!(rows, [0.0, 0.5]);
+/// # Ok::<(), dlrm_microkernels::embedding::BagError>(())
 /// ```
 #[derive(Debug, Default, Clone)]
 pub struct GroupBuffers {
