@@ -129,9 +129,14 @@ impl RandomData {
     fn dense_and_targets(&self, base: &Rng) -> (Vec<f32>, Vec<f32>) {
         let c = &self.cfg;
         let mut rng = base.fork(0);
-        let dense = (0..c.batch_size * c.dense_features)
-            .map(|_| rng.uniform())
-            .collect();
+        let n = c.batch_size * c.dense_features;
+        let mut dense = Vec::with_capacity(n);
+        while dense.len() + 2 <= n {
+            dense.extend(rng.uniform_pair());
+        }
+        if dense.len() < n {
+            dense.push(rng.uniform());
+        }
         let targets = (0..c.batch_size)
             .map(|_| {
                 let t = rng.uniform();
