@@ -304,7 +304,7 @@ fn train(
     evaluate_and_report(model, data, 0, out, csv, summary)?;
     out.start(total as u64);
     model.reset_timings();
-    let (mut waited, mut run_time) = (Duration::ZERO, Duration::ZERO);
+    let (mut waited, mut run_time, mut stepped) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     let (mut running_loss, mut running_n) = (0.0, 0usize);
     let start_step = model.steps();
     for epoch in 0..args.nepochs {
@@ -315,7 +315,10 @@ fn train(
         for batch in batches.by_ref() {
             let batch = batch?;
             let step = model.steps() + 1;
-            let loss = model.train_step(&batch).map_err(|e| -> Error {
+            let step_start = Instant::now();
+            let loss = model.train_step(&batch);
+            stepped += step_start.elapsed();
+            let loss = loss.map_err(|e| -> Error {
                 let kept = args.save_model.as_ref().map_or(String::new(), |p| {
                     format!("; the last good checkpoint is {}", p.display())
                 });
@@ -362,9 +365,15 @@ fn train(
     summary.steps = model.steps() - start_step;
     let t = model.timings();
     let steps = t.steps.max(1) as f64;
-    summary.step_ms = t.total().as_secs_f64() * 1e3 / steps;
-    summary.step_ms_with_data = (t.total() + waited).as_secs_f64() * 1e3 / steps;
-    out.line(describe_timings(&t, waited, run_time, data.skipped));
+    summary.step_ms = stepped.as_secs_f64() * 1e3 / steps;
+    summary.step_ms_with_data = (stepped + waited).as_secs_f64() * 1e3 / steps;
+    out.line(describe_timings(
+        &t,
+        stepped,
+        waited,
+        run_time,
+        data.skipped,
+    ));
     Ok(())
 }
 
@@ -854,7 +863,15 @@ fn describe(model: &Dlrm, data: &Data, threads: usize, background: bool) -> Stri
     )
 }
 
-fn describe_timings(t: &StepTimings, waited: Duration, wall: Duration, skipped: u64) -> String {
+/// The summary line: `stepped` is the wall time of the training steps, `waited` the time
+/// spent waiting for (or, in line, producing) batches; `t` splits the steps by part.
+fn describe_timings(
+    t: &StepTimings,
+    stepped: Duration,
+    waited: Duration,
+    wall: Duration,
+    skipped: u64,
+) -> String {
     let steps = t.steps.max(1) as f64;
     let ms = |d: Duration| d.as_secs_f64() * 1e3 / steps;
     format!(
@@ -862,8 +879,8 @@ fn describe_timings(t: &StepTimings, waited: Duration, wall: Duration, skipped: 
          per step: data wait {:.2} ms, embedding {:.2} ms, MLP {:.2} ms, interaction {:.2} ms, other {:.2} ms{}",
         t.steps,
         wall.as_secs_f64(),
-        ms(t.total()),
-        ms(t.total() + waited),
+        ms(stepped),
+        ms(stepped + waited),
         ms(waited),
         ms(t.embedding),
         ms(t.mlp),
