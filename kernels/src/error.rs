@@ -168,3 +168,17 @@ pub(crate) fn same_len(what: &'static str, left: usize, right: usize) -> Result<
         Err(KernelError::LengthMismatch { what, left, right })
     }
 }
+
+/// `Err(KernelError::SliceTooShort)` unless `len >= needed`.
+pub(crate) fn fits(operand: &'static str, needed: usize, len: usize) -> Result<(), KernelError> {
+    if len >= needed {
+        Ok(())
+    } else {
+        Err(KernelError::SliceTooShort {
+            operand,
+            batch_index: None,
+            needed,
+            len,
+        })
+    }
+}

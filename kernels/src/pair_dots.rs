@@ -31,6 +31,7 @@
 //! # Ok::<(), dlrm_microkernels::KernelError>(())
 //! ```
 
+use crate::error::fits;
 use crate::{Isa, KernelError};
 
 /// The pairwise-dot kernels for the ISA chosen at construction. `Copy`, cheap.
@@ -43,20 +44,6 @@ use crate::{Isa, KernelError};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PairDots {
     isa: Isa,
-}
-
-/// `Err(SliceTooShort)` unless `len >= needed`.
-fn fits(operand: &'static str, needed: usize, len: usize) -> Result<(), KernelError> {
-    if len >= needed {
-        Ok(())
-    } else {
-        Err(KernelError::SliceTooShort {
-            operand,
-            batch_index: None,
-            needed,
-            len,
-        })
-    }
 }
 
 /// Where pair `(i, j)` (`j < i`, or `j <= i` with the diagonal) sits in the pair list.

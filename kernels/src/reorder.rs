@@ -25,6 +25,7 @@
 //! # Ok::<(), dlrm_microkernels::KernelError>(())
 //! ```
 
+use crate::error::fits;
 use crate::vnni::packed_len;
 use crate::{Element, Isa, KernelError};
 
@@ -44,20 +45,6 @@ type LaneKernel<L> = unsafe fn(*const L, usize, usize, *mut L);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reorder {
     isa: Isa,
-}
-
-/// `Err(SliceTooShort)` unless `len >= needed`.
-fn fits(operand: &'static str, needed: usize, len: usize) -> Result<(), KernelError> {
-    if len >= needed {
-        Ok(())
-    } else {
-        Err(KernelError::SliceTooShort {
-            operand,
-            batch_index: None,
-            needed,
-            len,
-        })
-    }
 }
 
 impl Reorder {
