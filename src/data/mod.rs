@@ -1,6 +1,7 @@
 //! Training data: the DLRM reference's random generator, a learnable synthetic generator
 //! (the trainer's default), the Criteo raw text reader and the MLPerf binary format, and a
-//! background prefetcher that overlaps loading with training.
+//! prefetcher that overlaps loading with training on a background thread (or loads in line,
+//! where training already takes every core).
 
 pub mod binary;
 pub mod criteo;
