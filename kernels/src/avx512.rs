@@ -160,12 +160,6 @@ pub(crate) unsafe fn reduce_halves(v: __m512) -> f32 {
     }
 }
 
-/// Mask of the first `len` (< 16) lanes.
-#[inline(always)]
-fn tail_mask(len: usize) -> __mmask16 {
-    ((1u32 << len) - 1) as __mmask16
-}
-
 /// f32 -> bf16, round to nearest even (same bits as `half::bf16::from_f32`).
 ///
 /// # Safety
@@ -184,7 +178,7 @@ pub(crate) unsafe fn f32_to_bf16(src: &[f32], dst: &mut [bf16]) {
             i += 16;
         }
         if i < n {
-            let m = tail_mask(n - i);
+            let m = lanes(n - i);
             let v = round_to_bf16_bits(_mm512_maskz_loadu_ps(m, s.add(i)));
             _mm512_mask_cvtepi32_storeu_epi16(d.add(i).cast(), m, v);
         }
@@ -209,7 +203,7 @@ pub(crate) unsafe fn bf16_to_f32(src: &[bf16], dst: &mut [f32]) {
             i += 16;
         }
         if i < n {
-            let m = tail_mask(n - i);
+            let m = lanes(n - i);
             let v = widen_bf16(_mm256_maskz_loadu_epi16(m, s.add(i)));
             _mm512_mask_storeu_ps(d.add(i), m, v);
         }
@@ -242,7 +236,7 @@ pub(crate) unsafe fn split_f32(src: &[f32], hi: &mut [bf16], lo: &mut [u16]) {
             i += 16;
         }
         if i < n {
-            let m = tail_mask(n - i);
+            let m = lanes(n - i);
             let bits = _mm512_maskz_loadu_epi32(m, s.add(i));
             _mm512_mask_cvtepi32_storeu_epi16(h.add(i).cast(), m, _mm512_srli_epi32::<16>(bits));
             _mm512_mask_cvtepi32_storeu_epi16(l.add(i).cast(), m, bits);
@@ -274,7 +268,7 @@ pub(crate) unsafe fn join_f32(hi: &[bf16], lo: &[u16], dst: &mut [f32]) {
             i += 16;
         }
         if i < n {
-            let m = tail_mask(n - i);
+            let m = lanes(n - i);
             let hv = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, h.add(i)));
             let lv = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, l.add(i)));
             let v = _mm512_or_si512(_mm512_slli_epi32::<16>(hv), lv);
@@ -305,7 +299,7 @@ pub(crate) unsafe fn sgd(w: &mut [f32], g: &[f32], lr: f32) {
             i += 16;
         }
         if i < n {
-            let m = tail_mask(n - i);
+            let m = lanes(n - i);
             let v = _mm512_sub_ps(
                 _mm512_maskz_loadu_ps(m, wp.add(i)),
                 _mm512_mul_ps(lrv, _mm512_maskz_loadu_ps(m, gp.add(i))),
@@ -334,7 +328,7 @@ pub(crate) unsafe fn split_sgd(hi: &mut [bf16], lo: &mut [u16], g: &[f32], lr: f
     // narrowing stores touch only lanes below n).
     unsafe {
         while i < n {
-            let m = if i + 16 <= n { !0 } else { tail_mask(n - i) };
+            let m = lanes(n - i);
             let hv = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, h.add(i)));
             let lv = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, l.add(i)));
             let w = _mm512_castsi512_ps(_mm512_or_si512(_mm512_slli_epi32::<16>(hv), lv));
@@ -385,12 +379,6 @@ unsafe fn transpose_16x16(r: &mut [__m512i; 16]) {
     }
 }
 
-/// Mask of the first `len` (<= 16) lanes.
-#[inline(always)]
-fn lanes16(len: usize) -> __mmask16 {
-    if len >= 16 { !0 } else { tail_mask(len) }
-}
-
 /// Mask of the first `len` (<= 32) 16-bit lanes.
 #[inline(always)]
 fn lanes32(len: usize) -> __mmask32 {
@@ -413,7 +401,7 @@ pub(crate) unsafe fn transpose32(src: *const u32, rows: usize, cols: usize, dst:
         let nr = (rows - r0).min(16);
         for c0 in (0..cols).step_by(16) {
             let nc = (cols - c0).min(16);
-            let cm = lanes16(nc);
+            let cm = lanes(nc);
             let mut t = [_mm512_setzero_si512(); 16];
             // SAFETY: rows r0..r0 + nr and columns c0..c0 + nc are inside src (caller); lanes
             // past nc are masked; the stores write columns r0..r0 + nr of dst rows
@@ -423,7 +411,7 @@ pub(crate) unsafe fn transpose32(src: *const u32, rows: usize, cols: usize, dst:
                     *ti = _mm512_maskz_loadu_epi32(cm, src.add((r0 + i) * cols + c0).cast());
                 }
                 transpose_16x16(&mut t);
-                let rm = lanes16(nr);
+                let rm = lanes(nr);
                 for (j, tj) in t.iter().enumerate().take(nc) {
                     _mm512_mask_storeu_epi32(dst.add((c0 + j) * rows + r0).cast(), rm, *tj);
                 }
@@ -464,7 +452,7 @@ pub(crate) unsafe fn transpose16(src: *const u16, rows: usize, cols: usize, dst:
         let nr = (rows - r0).min(32);
         for c0 in (0..cols).step_by(16) {
             let nc = (cols - c0).min(16);
-            let cm = lanes16(nc);
+            let cm = lanes(nc);
             let mut t = [_mm512_setzero_si512(); 16];
             // SAFETY: the rows read are below rows, the lanes below nc (masked); each store
             // writes nr 16-bit values of dst row c0 + j at column r0, inside dst.
@@ -494,7 +482,7 @@ pub(crate) unsafe fn pack_pairs16(src: *const u16, k: usize, n: usize, dst: *mut
     let dst = dst.cast::<u32>();
     for p in 0..k.div_ceil(2) {
         for j0 in (0..n).step_by(16) {
-            let m = lanes16(n - j0);
+            let m = lanes(n - j0);
             // SAFETY: rows 2p (and 2p + 1 when below k), lanes below n, inside src; the
             // store writes pairs p * n + j0.. below ceil(k/2) * n.
             unsafe {
@@ -515,7 +503,7 @@ pub(crate) unsafe fn unpack_pairs16(src: *const u16, k: usize, n: usize, dst: *m
     let src = src.cast::<u32>();
     for p in 0..k.div_ceil(2) {
         for j0 in (0..n).step_by(16) {
-            let m = lanes16(n - j0);
+            let m = lanes(n - j0);
             // SAFETY: pairs p * n + j0.. (masked) inside src; rows 2p and 2p + 1 < k of dst.
             unsafe {
                 let v = _mm512_maskz_loadu_epi32(m, src.add(p * n + j0).cast());
@@ -542,7 +530,7 @@ pub(crate) unsafe fn pack_pairs32(src: *const u32, k: usize, n: usize, dst: *mut
     for p in 0..k.div_ceil(2) {
         for j0 in (0..n).step_by(16) {
             let nc = (n - j0).min(16);
-            let m = lanes16(nc);
+            let m = lanes(nc);
             // SAFETY: rows 2p (and 2p + 1 when below k), lanes below n, inside src; the
             // stores write 2 * nc values from (p * n + j0) * 2, inside dst.
             unsafe {
@@ -555,9 +543,9 @@ pub(crate) unsafe fn pack_pairs32(src: *const u32, k: usize, n: usize, dst: *mut
                 let out = dst.add((p * n + j0) * 2);
                 let lo = _mm512_permutex2var_ps(even, lo_idx, odd);
                 let hi = _mm512_permutex2var_ps(even, hi_idx, odd);
-                _mm512_mask_storeu_ps(out, lanes16(2 * nc), lo);
+                _mm512_mask_storeu_ps(out, lanes(2 * nc), lo);
                 if nc > 8 {
-                    _mm512_mask_storeu_ps(out.add(16), lanes16(2 * nc - 16), hi);
+                    _mm512_mask_storeu_ps(out.add(16), lanes(2 * nc - 16), hi);
                 }
             }
         }

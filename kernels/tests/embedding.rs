@@ -159,6 +159,23 @@ fn run_pool<T: Element, I: BagIndex, O: Element>(
     rows
 }
 
+/// Split-SGD halves of f32 weights: the upper 16 bits (bf16) and the lower 16 bits.
+fn split_halves(w: &[f32]) -> (Vec<bf16>, Vec<u16>) {
+    let hi = w
+        .iter()
+        .map(|x| bf16::from_bits((x.to_bits() >> 16) as u16))
+        .collect();
+    let lo = w.iter().map(|x| x.to_bits() as u16).collect();
+    (hi, lo)
+}
+
+/// The f32 weights the halves hold, into `w`.
+fn join_halves(hi: &[bf16], lo: &[u16], w: &mut [f32]) {
+    for ((x, h), l) in w.iter_mut().zip(hi).zip(lo) {
+        *x = f32::from_bits((u32::from(h.to_bits()) << 16) | u32::from(*l));
+    }
+}
+
 fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
 }
@@ -278,12 +295,9 @@ proptest! {
                 RowUpdate::Sgd { lr }
             };
             if split {
-                let mut hi: Vec<bf16> = w.iter().map(|x| bf16::from_bits((x.to_bits() >> 16) as u16)).collect();
-                let mut lo: Vec<u16> = w.iter().map(|x| x.to_bits() as u16).collect();
+                let (mut hi, mut lo) = split_halves(&w);
                 k.apply(RowsMut::Split { hi: &mut hi, lo: &mut lo }, first, &lookups, grows, update).unwrap();
-                for ((x, h), l) in w.iter_mut().zip(&hi).zip(&lo) {
-                    *x = f32::from_bits((u32::from(h.to_bits()) << 16) | u32::from(*l));
-                }
+                join_halves(&hi, &lo, &mut w);
             } else {
                 k.apply(RowsMut::F32(&mut w), first, &lookups, grows, update).unwrap();
             }
@@ -372,8 +386,7 @@ proptest! {
             } else {
                 RowUpdate::Sgd { lr }
             };
-            let mut hi: Vec<bf16> = w.iter().map(|x| bf16::from_bits((x.to_bits() >> 16) as u16)).collect();
-            let mut lo: Vec<u16> = w.iter().map(|x| x.to_bits() as u16).collect();
+            let (mut hi, mut lo) = split_halves(&w);
             let rows = if split {
                 RowsMut::Split { hi: &mut hi, lo: &mut lo }
             } else {
@@ -386,9 +399,7 @@ proptest! {
                 k.apply(rows, first, &laid_out, grows, update).unwrap();
             }
             if split {
-                for ((x, h), l) in w.iter_mut().zip(&hi).zip(&lo) {
-                    *x = f32::from_bits((u32::from(h.to_bits()) << 16) | u32::from(*l));
-                }
+                join_halves(&hi, &lo, &mut w);
             }
             (w, h)
         };
