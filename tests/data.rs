@@ -77,6 +77,28 @@ fn random_generator_follows_the_reference() {
     .unwrap()
     .batch(0);
     assert!(unrounded.targets.iter().any(|&y| y != 0.0 && y != 1.0));
+    // Long bags (past the in-register sort) are sorted and unique too.
+    let long = RandomData::new(RandomDataConfig {
+        table_rows: vec![500],
+        indices_per_lookup: 400,
+        indices_per_lookup_fixed: true,
+        ..RandomDataConfig::default()
+    })
+    .unwrap()
+    .batch(1);
+    let (idx, off) = (&long.indices[0], &long.offsets[0]);
+    for (i, &start) in off.iter().enumerate() {
+        let end = off.get(i + 1).map_or(idx.len(), |&e| e as usize);
+        let bag = &idx[start as usize..end];
+        assert!(bag.len() > 200 && bag.windows(2).all(|w| w[0] < w[1]) && bag[bag.len() - 1] < 500);
+    }
+    // More rows than an embedding table can have.
+    let huge = RandomDataConfig {
+        table_rows: vec![10, u32::MAX as usize + 1],
+        ..RandomDataConfig::default()
+    };
+    let err = RandomData::new(huge).unwrap_err().to_string();
+    assert!(err.contains("table 1 has 4294967296 rows"), "{err}");
 }
 
 #[test]

@@ -10,6 +10,7 @@
 //! | [`reorder`] | block transposes and VNNI-2 pair packing (AVX-512 or plain loops) |
 //! | [`isa`], [`peak`] | run-time ISA detection (`DLRM_ISA`), the FMA / `vdpbf16ps` peak loops |
 //! | [`mmap`] | read-only memory-mapped files (the binary dataset reader) |
+//! | [`sort`] | sorting a short list and dropping repeats (the random generator's bags) |
 //!
 //! This crate holds all the `unsafe` SIMD code of the project; everything above it is safe.
 //! Kernels follow one pattern: *describe once, get a kernel, run it many times*. A
@@ -68,6 +69,7 @@ pub mod pair_dots;
 pub mod peak;
 pub mod reorder;
 pub mod sgd;
+pub mod sort;
 pub mod vnni;
 
 mod portable;

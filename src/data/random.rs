@@ -19,6 +19,7 @@
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::kernels::sort::sort_unique;
 use crate::model::MiniBatch;
 use crate::rng::Rng;
 
@@ -66,7 +67,8 @@ impl RandomData {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] for a zero batch size, no tables, a table with no rows, or `K = 0`.
+    /// [`Error::Config`] for a zero batch size, no tables, a table with no rows or more than
+    /// `u32::MAX` (as many as an embedding table can have), or `K = 0`.
     ///
     /// ```
     /// use dlrm_kernels::data::random::{RandomData, RandomDataConfig};
@@ -86,6 +88,13 @@ impl RandomData {
         if let Some(t) = cfg.table_rows.iter().position(|&r| r == 0) {
             return Err(Error::Config(format!(
                 "random data: table {t} has zero rows"
+            )));
+        }
+        if let Some(t) = cfg.table_rows.iter().position(|&r| r > u32::MAX as usize) {
+            return Err(Error::Config(format!(
+                "random data: table {t} has {} rows, more than an embedding table can have ({})",
+                cfg.table_rows[t],
+                u32::MAX
             )));
         }
         Ok(RandomData { cfg })
@@ -175,10 +184,10 @@ impl RandomData {
                         (r * rows.min(c.indices_per_lookup) as f64).max(1.0).round() as usize
                     };
                     bag.clear();
-                    bag.extend((0..len).map(|_| round_nonneg(rng.uniform_f64() * scale)));
-                    bag.sort_unstable();
-                    bag.dedup();
-                    idx.extend_from_slice(&bag);
+                    // Below `rows`, which fits u32 (checked in `new`).
+                    bag.extend((0..len).map(|_| round_nonneg(rng.uniform_f64() * scale) as u32));
+                    let distinct = sort_unique(&mut bag);
+                    idx.extend(bag[..distinct].iter().map(|&r| i64::from(r)));
                 }
                 (idx, off)
             })
