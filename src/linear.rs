@@ -10,6 +10,10 @@
 //! * backward-data: `dx(nb,cb) = sum_kb dy'(nb,kb) W(kb,cb)^T`, tasks over (nb, cb), where
 //!   `dy' = dy * f'(y)`; the transposed weights `W^T` are kept beside `W` (built on the
 //!   first call, then refreshed block by block inside the fused update);
+//!
+//!   the bias, a ReLU and a ReLU's backward (the derivative of the layer below) are applied
+//!   by the BRGEMM to its registers before it stores the block (an [`Epilogue`]), so each
+//!   output is written once; a sigmoid takes a separate pass over the block;
 //! * backward-weights: `dW(kb,cb) = sum_nb x(nb,cb)^T dy'(nb,kb)`, tasks over (kb, cb)
 //!   (layers with few outputs compute the transpose, `dy'^T x`, and transpose the block);
 //!   `db = column sums of dy'`;
@@ -48,7 +52,7 @@ use crate::kernels::eltwise::{self, bias_act, column_sums};
 use crate::kernels::reorder::Reorder;
 use crate::kernels::sgd::Sgd;
 use crate::kernels::{
-    ALayout, Accum, Batch, BatchKind, Brgemm, BrgemmDesc, DType, Element, SliceMut, vnni,
+    ALayout, Accum, Batch, BatchKind, Brgemm, BrgemmDesc, DType, Element, Epilogue, SliceMut, vnni,
 };
 use crate::rng::Rng;
 
@@ -303,6 +307,13 @@ impl<T: Element> Linear<T> {
             d.batch = BatchKind::Strided { stride_a, stride_b };
             d
         };
+        // Forward and backward-data store straight into the output (of the layer's type),
+        // except a sigmoid forward, whose epilogue runs on an f32 block.
+        let into_output = |d: BrgemmDesc| BrgemmDesc {
+            output: T::DTYPE,
+            ..d
+        };
+        let fwd = desc(bn, bk, bc, bn * bc, w_block);
         // backward-weights reduces over the batch blocks nb: x(nb, cb) and dy'(nb, kb), in
         // place for f32 (x or dy' read as a transposed A), from copies laid out [Cb][Nb] and
         // [Kb][Nb] for bf16 (see `wg_x`, `wg_dy`: a k pair must be adjacent).
@@ -341,8 +352,12 @@ impl<T: Element> Linear<T> {
             wgrad_transposed,
             wg_x: Vec::new(),
             wg_dy: Vec::new(),
-            fwd: Brgemm::new(desc(bn, bk, bc, bn * bc, w_block))?,
-            bwd_data: Brgemm::new(desc(bn, bc, bk, bn * bk, wt_block))?,
+            fwd: Brgemm::new(if fused(cfg.activation) {
+                into_output(fwd)
+            } else {
+                fwd
+            })?,
+            bwd_data: Brgemm::new(into_output(desc(bn, bc, bk, bn * bk, wt_block)))?,
             bwd_weights: Brgemm::new(bwd_weights)?,
             bwd_weights_acc: Brgemm::new(BrgemmDesc {
                 accum: Accum::Accumulate,
@@ -583,26 +598,33 @@ impl<T: Element> Linear<T> {
         }
         let a = (x.as_slice(), cb * bn * bc);
         let b = (&self.w[..], cb * self.w_block);
+        let act = self.cfg.activation;
+        let scratch_len = if fused(act) { 0 } else { bn * bk };
         per_block(
             y.as_mut_slice(),
             bn * bk,
             kb,
-            &self.fwd,
             a,
             b,
             cb,
-            |nb, j, acc, y_blk| {
-                bias_act(
-                    &self.cvt,
-                    acc,
-                    bn,
-                    bk,
-                    (n - nb * bn).min(bn),
-                    (k - j * bk).min(bk),
-                    &self.bias[j * bk..],
-                    self.cfg.activation,
-                    y_blk,
-                );
+            scratch_len,
+            |nb, j, batch, y_blk, acc| {
+                let (rows, cols) = ((n - nb * bn).min(bn), (k - j * bk).min(bk));
+                let bias = &self.bias[j * bk..][..bk];
+                if fused(act) {
+                    let epilogue = Epilogue {
+                        bias: Some(bias),
+                        relu: act == Activation::Relu,
+                        relu_mask: None,
+                        valid_rows: rows,
+                        valid_cols: cols,
+                    };
+                    self.fwd.run_with(batch, y_blk, epilogue)?;
+                } else {
+                    self.fwd.run(batch, acc)?;
+                    bias_act(&self.cvt, acc, bn, bk, rows, cols, bias, act, y_blk);
+                }
+                Ok(())
             },
         )
     }
@@ -728,15 +750,25 @@ impl<T: Element> Linear<T> {
             dx.as_mut_slice(),
             bn * bc,
             cb,
-            &self.bwd_data,
             a,
             b,
             kb,
-            |i, j, acc, dx_blk| {
-                eltwise::store(&self.cvt, acc, dx_blk);
-                if let Some((y, act)) = below {
-                    eltwise::act_backward(dx_blk, y.block(i, j), act);
+            0,
+            |i, j, batch, dx_blk, _| {
+                let below = below.map(|(y, act)| (y.block(i, j), act));
+                let relu_mask = match below {
+                    Some((y, Activation::Relu)) => Some(y),
+                    _ => None,
+                };
+                let epilogue = Epilogue {
+                    relu_mask,
+                    ..Epilogue::none()
+                };
+                self.bwd_data.run_with(batch, dx_blk, epilogue)?;
+                if let Some((y, act)) = below.filter(|&(_, act)| !fused(act)) {
+                    eltwise::act_backward(dx_blk, y, act);
                 }
+                Ok(())
             },
         )
     }
@@ -1088,34 +1120,37 @@ impl<T: Element> Linear<T> {
     }
 }
 
+/// Whether the BRGEMM applies `act` (or its backward) itself, in its [`Epilogue`].
+fn fused(act: Activation) -> bool {
+    matches!(act, Activation::None | Activation::Relu)
+}
+
 /// One BRGEMM per output block, in parallel: block `t` of `out` (blocks of `block` elements)
 /// is (`i`, `j`) = (`t / cols`, `t % cols`) and reduces panel `i` of `a` with panel `j` of `b`
-/// (panels of the given lengths, `count` pairs each) into an f32 scratch block, which
-/// `epilogue(i, j, scratch, out_block)` then writes out. Each block is one task, computed the
-/// same way whatever the thread count.
+/// (panels of the given lengths, `count` pairs each): `task(i, j, batch, out_block,
+/// scratch)` runs it (`scratch`: `scratch_len` f32 per task). Each block is one task,
+/// computed the same way whatever the thread count.
 #[allow(clippy::too_many_arguments)]
 fn per_block<T: Element>(
     out: &mut [T],
     block: usize,
     cols: usize,
-    kernel: &Brgemm,
     (a, a_panel): (&[T], usize),
     (b, b_panel): (&[T], usize),
     count: usize,
-    epilogue: impl Fn(usize, usize, &mut [f32], &mut [T]) + Sync,
+    scratch_len: usize,
+    task: impl Fn(usize, usize, Batch<'_, T>, &mut [T], &mut [f32]) -> Result<()> + Sync,
 ) -> Result<()> {
     out.par_chunks_mut(block).enumerate().try_for_each_init(
-        || scratch(block),
-        |acc, (t, out_blk)| -> Result<()> {
+        || scratch(scratch_len),
+        |acc, (t, out_blk)| {
             let (i, j) = (t / cols, t % cols);
             let batch = Batch::strided(
                 &a[i * a_panel..][..a_panel],
                 &b[j * b_panel..][..b_panel],
                 count,
             );
-            kernel.run(batch, acc)?;
-            epilogue(i, j, acc, out_blk);
-            Ok(())
+            task(i, j, batch, out_blk, acc)
         },
     )
 }

@@ -15,7 +15,8 @@
 //! The batch of (A_i, B_i) pairs is given as base slices plus fixed strides
 //! ([`BatchKind::Strided`]), base slices plus per-pair offsets ([`BatchKind::Offsets`]), or an
 //! explicit list of slices ([`BatchKind::Slices`]). With `count == 0`, [`Accum::Replace`]
-//! writes zeros and [`Accum::Accumulate`] leaves C as it was.
+//! writes zeros and [`Accum::Accumulate`] leaves C as it was. [`Brgemm::run_with`] takes an
+//! [`Epilogue`] applied to each value before it is stored.
 //!
 //! ```
 //! use dlrm_microkernels::{Accum, Batch, Brgemm, BrgemmDesc};
@@ -48,6 +49,103 @@ pub enum Accum {
     Replace,
     /// `C += sum`.
     Accumulate,
+}
+
+/// What [`Brgemm::run_with`] does to each value of C between the batch reduction and the
+/// store, so that a layer's output is written once, straight from the registers (the forward
+/// and backward-data epilogues of a linear layer). The steps, for element `(r, j)`, in order:
+///
+/// 1. `v += bias[j]`, with a bias;
+/// 2. `v = if v <= 0 { 0 } else { v }` with `relu` (NaN is kept, as in PyTorch);
+/// 3. `v = if mask[r * ldc + j] > 0 { v } else { 0 }` with a `relu_mask`: the backward of a
+///    ReLU, taken from the output it produced (laid out as C, NaN and zero count as not
+///    positive);
+/// 4. `v = 0` where `r >= valid_rows` or `j >= valid_cols` (padding);
+///
+/// then `v` is rounded to C's type. Every ISA gives the same bits.
+///
+/// ```
+/// use dlrm_microkernels::{Batch, Brgemm, BrgemmDesc, Epilogue};
+/// let k = Brgemm::new(BrgemmDesc::f32(2, 2, 1))?;
+/// let (a, b) = ([1.0f32, -1.0], [2.0f32, -3.0]);
+/// let mut c = [0f32; 4];
+/// let epi = Epilogue { bias: Some(&[1.0, 0.0]), relu: true, ..Epilogue::none() };
+/// k.run_with(Batch::strided(&a, &b, 1), &mut c, epi)?;
+/// assert_eq!(c, [3.0, 0.0, 0.0, 3.0]); // relu([2 + 1, -3], [-2 + 1, 3])
+/// # Ok::<(), dlrm_microkernels::KernelError>(())
+/// ```
+#[derive(Debug)]
+pub struct Epilogue<'a, T> {
+    /// One value per column of C (at least `n`), added after the reduction.
+    pub bias: Option<&'a [f32]>,
+    /// Apply ReLU after the bias.
+    pub relu: bool,
+    /// Keep a value only where this matrix, laid out as C (`m` rows of `ldc`), is positive.
+    pub relu_mask: Option<&'a [T]>,
+    /// Rows from this one on are stored as zero.
+    pub valid_rows: usize,
+    /// Columns from this one on are stored as zero.
+    pub valid_cols: usize,
+}
+
+impl<T> Clone for Epilogue<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Epilogue<'_, T> {}
+
+impl<T> Epilogue<'_, T> {
+    /// Nothing done: C gets the reduction as it is (what [`Brgemm::run`] does).
+    ///
+    /// ```
+    /// let e = dlrm_microkernels::Epilogue::<f32>::none();
+    /// assert!(e.bias.is_none() && !e.relu && e.valid_rows == usize::MAX);
+    /// ```
+    pub fn none() -> Self {
+        Epilogue {
+            bias: None,
+            relu: false,
+            relu_mask: None,
+            valid_rows: usize::MAX,
+            valid_cols: usize::MAX,
+        }
+    }
+
+    /// Whether any step changes a value.
+    pub(crate) fn is_active(&self, m: usize, n: usize) -> bool {
+        self.bias.is_some()
+            || self.relu
+            || self.relu_mask.is_some()
+            || self.valid_rows < m
+            || self.valid_cols < n
+    }
+
+    /// Steps 1 to 4 on one value of row `r`, column `j` of C (`ldc` apart); the portable
+    /// path's definition, which the SIMD tiles match.
+    #[inline(always)]
+    pub(crate) fn apply(&self, mut v: f32, r: usize, j: usize, ldc: usize) -> f32
+    where
+        T: Element,
+    {
+        if let Some(b) = self.bias {
+            v += b[j];
+        }
+        if self.relu && v <= 0.0 {
+            v = 0.0;
+        }
+        if let Some(m) = self.relu_mask {
+            let positive = m[r * ldc + j].to_f32() > 0.0;
+            if !positive {
+                v = 0.0;
+            }
+        }
+        if r >= self.valid_rows || j >= self.valid_cols {
+            v = 0.0;
+        }
+        v
+    }
 }
 
 /// How the (A_i, B_i) pairs of a batch are addressed.
@@ -456,6 +554,21 @@ pub(crate) struct Params {
     pub ldc: usize,
     pub count: usize,
     pub accumulate: bool,
+    /// The epilogue, as raw pointers for the SIMD tiles.
+    pub epi: EpiPtrs,
+}
+
+/// An [`Epilogue`] for the SIMD tiles: null pointers for absent steps, `active` false when
+/// no step changes a value (the tiles then store the reduction as it is).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EpiPtrs {
+    pub active: bool,
+    pub bias: *const f32,
+    pub relu: bool,
+    /// The mask, of C's element type.
+    pub mask: *const u8,
+    pub valid_rows: usize,
+    pub valid_cols: usize,
 }
 
 /// A validated batch as raw pointers, for the SIMD bodies.
@@ -714,6 +827,34 @@ impl Brgemm {
         batch: Batch<'_, I>,
         c: &mut [O],
     ) -> Result<(), KernelError> {
+        self.run_with(batch, c, Epilogue::none())
+    }
+
+    /// [`Brgemm::run`] with an [`Epilogue`] applied to each value before it is stored.
+    ///
+    /// # Errors
+    ///
+    /// As [`Brgemm::run`], and [`KernelError::SliceTooShort`] for a bias shorter than `n`
+    /// (operand `"bias"`) or a mask shorter than C's extent (`"relu_mask"`). On error C is
+    /// untouched.
+    ///
+    /// ```
+    /// use dlrm_microkernels::{Batch, Brgemm, BrgemmDesc, Epilogue};
+    /// // The backward of a ReLU: keep C where the layer output was positive.
+    /// let k = Brgemm::new(BrgemmDesc::f32(1, 3, 1))?;
+    /// let mut c = [0f32; 3];
+    /// let y = [0.5f32, 0.0, -1.0];
+    /// let epi = Epilogue { relu_mask: Some(&y[..]), ..Epilogue::none() };
+    /// k.run_with(Batch::strided(&[2.0f32], &[1.0f32, 2.0, 3.0], 1), &mut c, epi)?;
+    /// assert_eq!(c, [2.0, 0.0, 0.0]);
+    /// # Ok::<(), dlrm_microkernels::KernelError>(())
+    /// ```
+    pub fn run_with<I: Element, O: Element>(
+        &self,
+        batch: Batch<'_, I>,
+        c: &mut [O],
+        epilogue: Epilogue<'_, O>,
+    ) -> Result<(), KernelError> {
         let d = &self.desc;
         if I::DTYPE != d.input {
             return Err(KernelError::TypeMismatch {
@@ -731,13 +872,23 @@ impl Brgemm {
         }
         let count = self.check_batch(&batch)?;
         let (_, _, c_extent) = d.extents()?;
-        if c.len() < c_extent {
-            return Err(KernelError::SliceTooShort {
-                operand: "C",
+        let short = |operand, needed: usize, len: usize| {
+            (len < needed).then_some(KernelError::SliceTooShort {
+                operand,
                 batch_index: None,
-                needed: c_extent,
-                len: c.len(),
-            });
+                needed,
+                len,
+            })
+        };
+        let checks = [
+            short("C", c_extent, c.len()),
+            epilogue.bias.and_then(|b| short("bias", d.n, b.len())),
+            epilogue
+                .relu_mask
+                .and_then(|m| short("relu_mask", c_extent, m.len())),
+        ];
+        if let Some(err) = checks.into_iter().flatten().next() {
+            return Err(err);
         }
         if d.m == 0 || d.n == 0 {
             return Ok(());
@@ -760,9 +911,19 @@ impl Brgemm {
             ldc: d.ldc,
             count: if d.k == 0 { 0 } else { count },
             accumulate: d.accum == Accum::Accumulate,
+            epi: EpiPtrs {
+                active: epilogue.is_active(d.m, d.n),
+                bias: epilogue.bias.map_or(core::ptr::null(), <[f32]>::as_ptr),
+                relu: epilogue.relu,
+                mask: epilogue
+                    .relu_mask
+                    .map_or(core::ptr::null(), |m| m.as_ptr().cast()),
+                valid_rows: epilogue.valid_rows,
+                valid_cols: epilogue.valid_cols,
+            },
         };
         match self.isa {
-            Isa::Portable => portable::brgemm(&p, &batch, d.batch, d.b_layout(), c),
+            Isa::Portable => portable::brgemm(&p, &batch, d.batch, d.b_layout(), c, &epilogue),
             #[cfg(target_arch = "x86_64")]
             isa => {
                 let ptrs = BatchPtrs::new(batch, d.batch);

@@ -23,7 +23,9 @@
 //! `C[m x n] (= or +=) sum_{i < count} A_i[m x k] * B_i[k x n]`, row-major with leading
 //! dimensions; f32 x f32 -> f32, bf16 x bf16 -> f32 and bf16 x bf16 -> bf16 (round to
 //! nearest even on store), accumulation always in f32. bf16 B is in VNNI-2 layout (see
-//! [`vnni`]). See [`brgemm`] for the batch kinds.
+//! [`vnni`]). See [`brgemm`] for the batch kinds. [`Brgemm::run_with`] also applies an
+//! [`Epilogue`] (bias, ReLU, a ReLU's backward mask, zeroed padding) to the registers before
+//! the store, so a layer's output is written once.
 //!
 //! # ISAs
 //!
@@ -81,7 +83,7 @@ mod avx512bf16;
 #[cfg(target_arch = "x86_64")]
 mod microkernel;
 
-pub use brgemm::{ALayout, Accum, BLayout, Batch, BatchKind, Brgemm, BrgemmDesc};
+pub use brgemm::{ALayout, Accum, BLayout, Batch, BatchKind, Brgemm, BrgemmDesc, Epilogue};
 pub use dtype::{DType, Element, SliceMut, SliceRef};
 pub use error::KernelError;
 pub use half::bf16;

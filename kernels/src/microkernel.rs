@@ -124,10 +124,75 @@ unsafe fn tile<D: Dot, O: Out, const MR: usize, const NR: usize>(
             }
         }
     }
+    if p.epi.active {
+        // SAFETY: as for the loads of C above; the bias covers the n columns and the mask
+        // C's extent (checked by `run_with`).
+        unsafe { store_with_epilogue::<O, MR, NR>(p, acc, row0, col0, masks, c0) };
+        return;
+    }
     for (r, acc_r) in acc.iter().enumerate() {
         for (j, acc_rj) in acc_r.iter().enumerate() {
             // SAFETY: as for the loads of C above.
             unsafe { O::store(c0.add(r * p.ldc + 16 * j), masks[j], *acc_rj) };
+        }
+    }
+}
+
+/// Store a finished tile after the [`crate::Epilogue`] steps, applied in registers in the
+/// order and with the comparisons of `Epilogue::apply` (so every ISA gives the same bits).
+/// Kept out of line: the tile's hot loop keeps its accumulators in registers only if
+/// nothing borrows them.
+///
+/// # Safety
+///
+/// The tile lies inside C (`c0` is its first element), `p.epi.bias` (when not null) holds
+/// the `n` columns and `p.epi.mask` (when not null) is laid out as C with C's element type;
+/// the CPU has AVX-512F.
+#[inline(never)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+unsafe fn store_with_epilogue<O: Out, const MR: usize, const NR: usize>(
+    p: &Params,
+    acc: [[__m512; NR]; MR],
+    row0: usize,
+    col0: usize,
+    masks: [__mmask16; NR],
+    c0: *mut O::Elem,
+) {
+    let e = &p.epi;
+    // SAFETY: every load and store is masked to columns inside n, on rows inside the tile
+    // (caller).
+    unsafe {
+        let zero = _mm512_setzero_ps();
+        let bias: [__m512; NR] = core::array::from_fn(|j| {
+            if e.bias.is_null() {
+                zero
+            } else {
+                _mm512_maskz_loadu_ps(masks[j], e.bias.add(col0 + 16 * j))
+            }
+        });
+        let valid_cols: [__mmask16; NR] = core::array::from_fn(|j| {
+            crate::avx512::lanes(e.valid_cols.saturating_sub(col0 + 16 * j))
+        });
+        let mask = e.mask.cast::<O::Elem>();
+        for (r, acc_r) in acc.iter().enumerate() {
+            let row = row0 + r;
+            for (j, &acc_rj) in acc_r.iter().enumerate() {
+                let mut v = acc_rj;
+                if !e.bias.is_null() {
+                    v = _mm512_add_ps(v, bias[j]);
+                }
+                if e.relu {
+                    let not_positive = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(v, zero);
+                    v = _mm512_mask_mov_ps(v, not_positive, zero);
+                }
+                if !mask.is_null() {
+                    let y = O::load(mask.add(row * p.ldc + col0 + 16 * j), masks[j]);
+                    v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(y, zero), v);
+                }
+                let keep = if row < e.valid_rows { valid_cols[j] } else { 0 };
+                v = _mm512_maskz_mov_ps(keep, v);
+                O::store(c0.add(r * p.ldc + 16 * j), masks[j], v);
+            }
         }
     }
 }

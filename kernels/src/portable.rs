@@ -3,7 +3,7 @@
 
 use half::bf16;
 
-use crate::brgemm::{BLayout, Batch, BatchKind, Params};
+use crate::brgemm::{BLayout, Batch, BatchKind, Epilogue, Params};
 use crate::{DType, Element};
 
 /// Columns of C accumulated at once (stack buffers, so no allocation per call).
@@ -21,7 +21,9 @@ pub(crate) fn brgemm<I: Element, O: Element>(
     kind: BatchKind,
     layout: BLayout,
     c: &mut [O],
+    epilogue: &Epilogue<'_, O>,
 ) {
+    let active = epilogue.is_active(p.m, p.n);
     let mut acc = [[0f32; COLS]; ROWS];
     let mut b_row = [0f32; COLS];
     let row_block = if I::DTYPE == DType::F32 { 1 } else { ROWS };
@@ -72,8 +74,13 @@ pub(crate) fn brgemm<I: Element, O: Element>(
             }
             for (r, acc_r) in acc[..rows].iter().enumerate() {
                 let c_row = &mut c[(row0 + r) * p.ldc + col0..][..cols];
-                for (y, x) in c_row.iter_mut().zip(acc_r) {
-                    *y = O::from_f32(*x);
+                for (j, (y, x)) in c_row.iter_mut().zip(acc_r).enumerate() {
+                    let v = if active {
+                        epilogue.apply(*x, row0 + r, col0 + j, p.ldc)
+                    } else {
+                        *x
+                    };
+                    *y = O::from_f32(v);
                 }
             }
         }

@@ -606,3 +606,181 @@ fn unavailable_isa_is_an_error_naming_the_best() {
         "ISA avx512bf16 is not available on this CPU (best available: portable)"
     );
 }
+
+/// `run_with` gives, bit for bit, what `run` into f32 followed by the epilogue's steps in
+/// scalar code gives, on every ISA, type pair and accumulation mode, with NaN, zeros of both
+/// signs and negatives in C and in the mask.
+#[test]
+fn epilogue_equals_plain_run_then_scalar_steps_on_every_isa() {
+    use dlrm_microkernels::{Element, Epilogue};
+    let (m, n, k, count) = (13, 37, 9, 3);
+    let ldc = n + 2;
+    let mut rng = Rng(99);
+    let a32: Vec<f32> = (0..m * k * count).map(|_| rng.next()).collect();
+    let b_rows: Vec<f32> = (0..k * n * count).map(|_| rng.next()).collect();
+    let mut c0: Vec<f32> = (0..m * ldc).map(|_| rng.next()).collect();
+    c0[5] = f32::NAN;
+    c0[ldc + 3] = -0.0;
+    let bias: Vec<f32> = (0..n)
+        .map(|j| if j % 5 == 0 { 0.0 } else { rng.next() })
+        .collect();
+    let specials = [0.0, -0.0, -1.0, f32::NAN, 2.0, 1e-30];
+    let mask32: Vec<f32> = (0..m * ldc).map(|i| specials[i % 6]).collect();
+
+    fn go<I: Element, O: Element>(
+        isa: Isa,
+        accum: Accum,
+        (a32, b_rows, c0, bias, mask32): (&[f32], &[f32], &[f32], &[f32], &[f32]),
+        (m, n, k, count, ldc): (usize, usize, usize, usize, usize),
+    ) {
+        let bf = I::DTYPE == DType::Bf16;
+        let a: Vec<I> = a32.iter().map(|&x| I::from_f32(x)).collect();
+        // B_i row-major (f32) or VNNI-2 (bf16), back to back.
+        let b_len = if bf { vnni::packed_len(k, n) } else { k * n };
+        let mut b = vec![I::from_f32(0.0); b_len * count];
+        for i in 0..count {
+            let rows: Vec<I> = b_rows[i * k * n..][..k * n]
+                .iter()
+                .map(|&x| I::from_f32(x))
+                .collect();
+            if bf {
+                let mut packed = vec![bf16::ZERO; b_len];
+                let rows16: Vec<bf16> = rows.iter().map(|x| bf16::from_f32(x.to_f32())).collect();
+                vnni::pack(&rows16, k, n, n, &mut packed, n).unwrap();
+                for (d, s) in b[i * b_len..][..b_len].iter_mut().zip(packed) {
+                    *d = I::from_f32(s.to_f32());
+                }
+            } else {
+                b[i * b_len..][..b_len].copy_from_slice(&rows);
+            }
+        }
+        let desc = |output| BrgemmDesc {
+            input: I::DTYPE,
+            output,
+            ldc,
+            accum,
+            batch: BatchKind::Strided {
+                stride_a: m * k,
+                stride_b: b_len,
+            },
+            ..if bf {
+                BrgemmDesc::bf16(m, n, k)
+            } else {
+                BrgemmDesc::f32(m, n, k)
+            }
+        };
+        let batch = Batch::strided(&a, &b, count);
+        // The plain reduction, in f32 (C's start rounded to O first, as the fused run sees it).
+        let start: Vec<O> = c0.iter().map(|&x| O::from_f32(x)).collect();
+        let mut plain: Vec<f32> = start.iter().map(|x| x.to_f32()).collect();
+        Brgemm::with_isa(desc(DType::F32), isa)
+            .unwrap()
+            .run(batch, &mut plain)
+            .unwrap();
+        let mask: Vec<O> = mask32.iter().map(|&x| O::from_f32(x)).collect();
+        let fused_kernel = Brgemm::with_isa(desc(O::DTYPE), isa).unwrap();
+        let variants = [
+            Epilogue {
+                bias: Some(bias),
+                ..Epilogue::none()
+            },
+            Epilogue {
+                bias: Some(bias),
+                relu: true,
+                ..Epilogue::none()
+            },
+            Epilogue {
+                relu_mask: Some(&mask[..]),
+                ..Epilogue::none()
+            },
+            Epilogue {
+                relu: true,
+                valid_rows: 7,
+                valid_cols: 20,
+                ..Epilogue::none()
+            },
+            Epilogue {
+                bias: Some(bias),
+                relu: true,
+                relu_mask: Some(&mask[..]),
+                valid_rows: 12,
+                valid_cols: 33,
+            },
+        ];
+        for (vi, epi) in variants.into_iter().enumerate() {
+            let mut got = start.clone();
+            fused_kernel.run_with(batch, &mut got, epi).unwrap();
+            for r in 0..m {
+                for j in 0..ldc {
+                    let at = r * ldc + j;
+                    let want = if j >= n {
+                        start[at].to_f32() // outside C's n columns: untouched
+                    } else {
+                        let mut v = plain[at];
+                        if let Some(b) = epi.bias {
+                            v += b[j];
+                        }
+                        if epi.relu && v <= 0.0 {
+                            v = 0.0;
+                        }
+                        if epi.relu_mask.is_some() && !(mask[at].to_f32() > 0.0) {
+                            v = 0.0;
+                        }
+                        if r >= epi.valid_rows || j >= epi.valid_cols {
+                            v = 0.0;
+                        }
+                        O::from_f32(v).to_f32()
+                    };
+                    let g = got[at].to_f32();
+                    assert!(
+                        g.to_bits() == want.to_bits() || (g.is_nan() && want.is_nan()),
+                        "{isa} {:?}->{:?} {accum:?} variant {vi}: C[{r}][{j}] = {g:e}, want {want:e}",
+                        I::DTYPE,
+                        O::DTYPE
+                    );
+                }
+            }
+        }
+    }
+    for isa in Isa::available() {
+        for accum in [Accum::Replace, Accum::Accumulate] {
+            let data = (&a32[..], &b_rows[..], &c0[..], &bias[..], &mask32[..]);
+            let dims = (m, n, k, count, ldc);
+            go::<f32, f32>(isa, accum, data, dims);
+            go::<bf16, f32>(isa, accum, data, dims);
+            go::<bf16, bf16>(isa, accum, data, dims);
+        }
+    }
+}
+
+#[test]
+fn epilogue_operands_too_short_are_reported_and_c_is_untouched() {
+    use dlrm_microkernels::Epilogue;
+    let k = Brgemm::new(BrgemmDesc::f32(2, 3, 1)).unwrap();
+    let (a, b) = ([1.0f32; 2], [1.0f32; 3]);
+    let mut c = [7.0f32; 6];
+    let short_bias = Epilogue {
+        bias: Some(&[0.0, 0.0][..]),
+        ..Epilogue::none()
+    };
+    let err = k
+        .run_with(Batch::strided(&a, &b, 1), &mut c, short_bias)
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "bias slice too short: needs 3 elements, has 2"
+    );
+    let y = [1.0f32; 5];
+    let short_mask = Epilogue {
+        relu_mask: Some(&y[..]),
+        ..Epilogue::none()
+    };
+    let err = k
+        .run_with(Batch::strided(&a, &b, 1), &mut c, short_mask)
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "relu_mask slice too short: needs 6 elements, has 5"
+    );
+    assert_eq!(c, [7.0; 6]);
+}
