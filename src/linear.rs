@@ -10,14 +10,15 @@
 //! * backward-data: `dx(nb,cb) = sum_kb dy'(nb,kb) W(kb,cb)^T`, tasks over (nb, cb), where
 //!   `dy' = dy * f'(y)`; the transposed weights `W^T` are kept beside `W` (built on the
 //!   first call, then refreshed block by block inside the fused update);
-//!
-//!   the bias, a ReLU and a ReLU's backward (the derivative of the layer below) are applied
-//!   by the BRGEMM to its registers before it stores the block (an [`Epilogue`]), so each
-//!   output is written once; a sigmoid takes a separate pass over the block;
 //! * backward-weights: `dW(kb,cb) = sum_nb x(nb,cb)^T dy'(nb,kb)`, tasks over (kb, cb)
 //!   (layers with few outputs compute the transpose, `dy'^T x`, and transpose the block);
 //!   `db = column sums of dy'`;
 //! * a layer with one output runs its forward as a dot product per row.
+//!
+//! In the forward and backward-data passes the BRGEMM applies the bias, a ReLU and a ReLU's
+//! backward (the derivative of the layer below) to its registers before it stores a block
+//! (an [`Epilogue`]), so each output is written once, straight into its place; a sigmoid
+//! takes a separate pass over the block.
 //!
 //! Each output block is computed by one task in a fixed order, so results are bit-identical for
 //! any number of threads. Threads come from the current rayon pool.
