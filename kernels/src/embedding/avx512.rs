@@ -239,8 +239,23 @@ pub(crate) struct ApplyJob<'a, O> {
     pub prefetch: usize,
 }
 
+/// The order the update visits a row's `nvec` vectors in: its [`SPAN_BYTES`] spans (of
+/// `span` vectors) from the last to the first, each span's vectors in ascending order. A row
+/// read front to back as one run of four or more lines (fp32 x 64 is four) sets the hardware
+/// prefetchers fetching the lines after it, which belong to no row the update touches; fp32
+/// x 64 updates in the order 2, 3, 0, 1 measured 10-15% faster than 0, 1, 2, 3 on Zen 4
+/// (fully descending gained less).
+#[inline(always)]
+fn span_order(nvec: usize, span: usize) -> impl Iterator<Item = usize> {
+    (0..nvec.div_ceil(span))
+        .rev()
+        .flat_map(move |s| s * span..((s + 1) * span).min(nvec))
+}
+
 /// Master-weight rows: loaded as f32, stored back.
 trait MasterRows: Copy {
+    /// Vectors of 16 elements per [`SPAN_BYTES`] span of the arrays the rows live in.
+    const SPAN_VECS: usize;
     /// The f32 master weights of the lanes on `mask` at element offset `off`.
     unsafe fn load(self, off: usize, mask: __mmask16) -> __m512;
     /// Store the lanes on `mask` at element offset `off`.
@@ -253,6 +268,7 @@ trait MasterRows: Copy {
 struct F32Rows(*mut f32);
 
 impl MasterRows for F32Rows {
+    const SPAN_VECS: usize = SPAN_BYTES / 64;
     #[inline(always)]
     unsafe fn load(self, off: usize, mask: __mmask16) -> __m512 {
         // SAFETY: the lanes on `mask` at `off` are inside the block (caller).
@@ -278,6 +294,7 @@ struct SplitRows {
 }
 
 impl MasterRows for SplitRows {
+    const SPAN_VECS: usize = SPAN_BYTES / 32;
     #[inline(always)]
     unsafe fn load(self, off: usize, mask: __mmask16) -> __m512 {
         // SAFETY: the lanes on `mask` at `off` are inside both halves (caller).
@@ -398,7 +415,7 @@ unsafe fn apply_body<O: Order, R: MasterRows, const ADAGRAD: bool>(
                 *state.add(r) = h;
                 _mm512_set1_ps(h.sqrt() + eps)
             };
-            for v in 0..nvec {
+            for v in span_order(nvec, R::SPAN_VECS) {
                 let m = lanes(dim - 16 * v);
                 // SAFETY: row `r` lies inside the block; lanes past `dim` are masked.
                 unsafe {
@@ -409,7 +426,7 @@ unsafe fn apply_body<O: Order, R: MasterRows, const ADAGRAD: bool>(
                 }
             }
         } else {
-            for v in 0..nvec {
+            for v in span_order(nvec, R::SPAN_VECS) {
                 let m = lanes(dim - 16 * v);
                 // SAFETY: as above.
                 unsafe {
