@@ -627,12 +627,27 @@ fn epilogue_equals_plain_run_then_scalar_steps_on_every_isa() {
     let specials = [0.0, -0.0, -1.0, f32::NAN, 2.0, 1e-30];
     let mask32: Vec<f32> = (0..m * ldc).map(|i| specials[i % 6]).collect();
 
+    /// A, B's rows, C's start, the bias and the mask, as f32.
+    struct Data<'a> {
+        a32: &'a [f32],
+        b_rows: &'a [f32],
+        c0: &'a [f32],
+        bias: &'a [f32],
+        mask32: &'a [f32],
+    }
     fn go<I: Element, O: Element>(
         isa: Isa,
         accum: Accum,
-        (a32, b_rows, c0, bias, mask32): (&[f32], &[f32], &[f32], &[f32], &[f32]),
+        d: &Data<'_>,
         (m, n, k, count, ldc): (usize, usize, usize, usize, usize),
     ) {
+        let Data {
+            a32,
+            b_rows,
+            c0,
+            bias,
+            mask32,
+        } = *d;
         let bf = I::DTYPE == DType::Bf16;
         let a: Vec<I> = a32.iter().map(|&x| I::from_f32(x)).collect();
         // B_i row-major (f32) or VNNI-2 (bf16), back to back.
@@ -723,7 +738,8 @@ fn epilogue_equals_plain_run_then_scalar_steps_on_every_isa() {
                         if epi.relu && v <= 0.0 {
                             v = 0.0;
                         }
-                        if epi.relu_mask.is_some() && !(mask[at].to_f32() > 0.0) {
+                        let positive = mask[at].to_f32() > 0.0;
+                        if epi.relu_mask.is_some() && !positive {
                             v = 0.0;
                         }
                         if r >= epi.valid_rows || j >= epi.valid_cols {
@@ -744,11 +760,17 @@ fn epilogue_equals_plain_run_then_scalar_steps_on_every_isa() {
     }
     for isa in Isa::available() {
         for accum in [Accum::Replace, Accum::Accumulate] {
-            let data = (&a32[..], &b_rows[..], &c0[..], &bias[..], &mask32[..]);
+            let data = Data {
+                a32: &a32,
+                b_rows: &b_rows,
+                c0: &c0,
+                bias: &bias,
+                mask32: &mask32,
+            };
             let dims = (m, n, k, count, ldc);
-            go::<f32, f32>(isa, accum, data, dims);
-            go::<bf16, f32>(isa, accum, data, dims);
-            go::<bf16, bf16>(isa, accum, data, dims);
+            go::<f32, f32>(isa, accum, &data, dims);
+            go::<bf16, f32>(isa, accum, &data, dims);
+            go::<bf16, bf16>(isa, accum, &data, dims);
         }
     }
 }
