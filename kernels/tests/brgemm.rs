@@ -781,28 +781,28 @@ fn epilogue_operands_too_short_are_reported_and_c_is_untouched() {
     let k = Brgemm::new(BrgemmDesc::f32(2, 3, 1)).unwrap();
     let (a, b) = ([1.0f32; 2], [1.0f32; 3]);
     let mut c = [7.0f32; 6];
-    let short_bias = Epilogue {
-        bias: Some(&[0.0, 0.0][..]),
-        ..Epilogue::none()
-    };
-    let err = k
-        .run_with(Batch::strided(&a, &b, 1), &mut c, short_bias)
-        .unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "bias slice too short: needs 3 elements, has 2"
-    );
     let y = [1.0f32; 5];
-    let short_mask = Epilogue {
-        relu_mask: Some(&y[..]),
-        ..Epilogue::none()
-    };
-    let err = k
-        .run_with(Batch::strided(&a, &b, 1), &mut c, short_mask)
-        .unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "relu_mask slice too short: needs 6 elements, has 5"
-    );
+    let cases = [
+        (
+            Epilogue {
+                bias: Some(&[0.0, 0.0][..]),
+                ..Epilogue::none()
+            },
+            "bias slice too short: needs 3 elements, has 2",
+        ),
+        (
+            Epilogue {
+                relu_mask: Some(&y[..]),
+                ..Epilogue::none()
+            },
+            "relu_mask slice too short: needs 6 elements, has 5",
+        ),
+    ];
+    for (epilogue, message) in cases {
+        let err = k
+            .run_with(Batch::strided(&a, &b, 1), &mut c, epilogue)
+            .unwrap_err();
+        assert_eq!(err.to_string(), message);
+    }
     assert_eq!(c, [7.0; 6]);
 }
