@@ -124,6 +124,23 @@ impl PairDots {
         }
     }
 
+    /// Check that `z` holds `f` rows of `d` and that the per-pair operand (its name and
+    /// length) holds one value per pair; returns `f * d`.
+    fn check(
+        z: &[f32],
+        f: usize,
+        d: usize,
+        diagonal: bool,
+        (operand, len): (&'static str, usize),
+    ) -> Result<usize, KernelError> {
+        let n = f
+            .checked_mul(d)
+            .ok_or(KernelError::Overflow { what: "f * d" })?;
+        fits("z", n, z.len())?;
+        fits(operand, Self::pairs(f, diagonal), len)?;
+        Ok(n)
+    }
+
     /// `out[p] = z_i . z_j` for the `p`-th pair (see the [module docs](self)); `z` holds `f`
     /// rows of `d`. Only the first [`PairDots::pairs`] elements of `out` are written.
     ///
@@ -149,11 +166,7 @@ impl PairDots {
         diagonal: bool,
         out: &mut [f32],
     ) -> Result<(), KernelError> {
-        let n = f
-            .checked_mul(d)
-            .ok_or(KernelError::Overflow { what: "f * d" })?;
-        fits("z", n, z.len())?;
-        fits("out", Self::pairs(f, diagonal), out.len())?;
+        Self::check(z, f, d, diagonal, ("out", out.len()))?;
         #[cfg(target_arch = "x86_64")]
         if self.isa >= Isa::Avx512 {
             // SAFETY: the ISA was checked available when the kernel was built; `z` holds
@@ -199,11 +212,7 @@ impl PairDots {
         grad: &[f32],
         dz: &mut [f32],
     ) -> Result<(), KernelError> {
-        let n = f
-            .checked_mul(d)
-            .ok_or(KernelError::Overflow { what: "f * d" })?;
-        fits("z", n, z.len())?;
-        fits("grad", Self::pairs(f, diagonal), grad.len())?;
+        let n = Self::check(z, f, d, diagonal, ("grad", grad.len()))?;
         fits("dz", n, dz.len())?;
         let grad = &grad[..Self::pairs(f, diagonal)];
         #[cfg(target_arch = "x86_64")]
