@@ -34,6 +34,7 @@
 
 use half::bf16;
 
+use crate::error::fits;
 use crate::{DType, Element, Isa, KernelError, portable};
 
 /// Whether a kernel overwrites C or adds to it (instead of a `beta` float).
@@ -872,23 +873,12 @@ impl Brgemm {
         }
         let count = self.check_batch(&batch)?;
         let (_, _, c_extent) = d.extents()?;
-        let short = |operand, needed: usize, len: usize| {
-            (len < needed).then_some(KernelError::SliceTooShort {
-                operand,
-                batch_index: None,
-                needed,
-                len,
-            })
-        };
-        let checks = [
-            short("C", c_extent, c.len()),
-            epilogue.bias.and_then(|b| short("bias", d.n, b.len())),
-            epilogue
-                .relu_mask
-                .and_then(|m| short("relu_mask", c_extent, m.len())),
-        ];
-        if let Some(err) = checks.into_iter().flatten().next() {
-            return Err(err);
+        fits("C", c_extent, c.len())?;
+        if let Some(b) = epilogue.bias {
+            fits("bias", d.n, b.len())?;
+        }
+        if let Some(m) = epilogue.relu_mask {
+            fits("relu_mask", c_extent, m.len())?;
         }
         if d.m == 0 || d.n == 0 {
             return Ok(());
