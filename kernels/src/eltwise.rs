@@ -279,6 +279,42 @@ pub fn column_sums<T: Element>(block: &[T], rows: usize, cols: usize, sums: &mut
     });
 }
 
+/// [`column_sums`] of a block stored in VNNI-2 order (see [`crate::vnni`]): `rows x cols`
+/// values laid out as `ceil(rows / 2)` row pairs of `cols` interleaved pairs, as
+/// [`crate::reorder::Reorder::pack_pairs`] writes them. The rows are added in the same
+/// order as [`column_sums`] adds them (row 0, 1, 2, ...) and the padding of an odd last pair
+/// is skipped, so both give the same bits for the same matrix.
+///
+/// # Panics
+///
+/// If `packed` holds fewer than [`crate::vnni::packed_len`]`(rows, cols)` or `sums` fewer
+/// than `cols` values.
+///
+/// ```
+/// use dlrm_microkernels::eltwise::{column_sums, column_sums_vnni};
+/// let m = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0]; // 3 x 2, row-major
+/// let packed = [1.0f32, 3.0, 2.0, 4.0, 5.0, 0.0, 6.0, 0.0]; // rows (0, 1), then (2, pad)
+/// let (mut a, mut b) = ([0f32; 2], [0f32; 2]);
+/// column_sums(&m, 3, 2, &mut a);
+/// column_sums_vnni(&packed, 3, 2, &mut b);
+/// assert_eq!(a, b);
+/// assert_eq!(b, [9.0, 12.0]);
+/// ```
+pub fn column_sums_vnni<T: Element>(packed: &[T], rows: usize, cols: usize, sums: &mut [f32]) {
+    let sums = &mut sums[..cols];
+    let packed = &packed[..crate::vnni::packed_len(rows, cols)];
+    vectorised(|| {
+        for (p, pair) in packed.chunks_exact(2 * cols.max(1)).enumerate() {
+            let pairs = sums.iter_mut().zip(pair.chunks_exact(2));
+            if 2 * p + 1 < rows {
+                pairs.for_each(|(s, x)| *s = *s + x[0].to_f32() + x[1].to_f32());
+            } else {
+                pairs.for_each(|(s, x)| *s += x[0].to_f32());
+            }
+        }
+    });
+}
+
 /// `acc[r] += sum_j block[r * cols + j] * w[j]` for each of `rows` rows: the forward of a
 /// layer with one output (a matrix-vector product, where a BRGEMM would use one lane of
 /// each register). Each row is summed in 16 lanes, then the lanes pairwise, in a fixed order,
@@ -347,5 +383,43 @@ mod tests {
     fn row_dots_match_f64() {
         check_row_dots::<f32>();
         check_row_dots::<bf16>();
+    }
+
+    /// The VNNI-2 copy of a block (as `Reorder::pack_pairs` makes it, on every ISA) sums to
+    /// the same bits as the block: same values, same order, odd last rows and signed zeros
+    /// included (adding the zero padding would turn a -0.0 sum into +0.0).
+    fn check_column_sums_vnni<T: Element>() {
+        for rows in [1, 2, 3, 7, 64] {
+            for cols in [1, 15, 16, 17, 64] {
+                let m: Vec<T> = (0..rows * cols)
+                    .map(|i| match i % 11 {
+                        0 => T::from_f32(-0.0),
+                        r => T::from_f32(((i * 7919) % 97) as f32 / 7.0 - 6.0 + r as f32 * 1e-3),
+                    })
+                    .collect();
+                let mut want = vec![0f32; cols];
+                want[0] = -0.0;
+                column_sums(&m, rows, cols, &mut want);
+                for isa in crate::Isa::available() {
+                    let mut packed = vec![T::from_f32(0.0); crate::vnni::packed_len(rows, cols)];
+                    crate::reorder::Reorder::with_isa(isa)
+                        .unwrap()
+                        .pack_pairs(&m, rows, cols, &mut packed)
+                        .unwrap();
+                    let mut got = vec![0f32; cols + 1];
+                    got[0] = -0.0;
+                    column_sums_vnni(&packed, rows, cols, &mut got);
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&got[..cols]), bits(&want), "{rows}x{cols} on {isa:?}");
+                    assert_eq!(got[cols], 0.0, "nothing past the columns is touched");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn column_sums_vnni_give_the_bits_of_column_sums() {
+        check_column_sums_vnni::<f32>();
+        check_column_sums_vnni::<bf16>();
     }
 }

@@ -10,6 +10,7 @@
 //! | [`reorder`] | block transposes and VNNI-2 pair packing (AVX-512 or plain loops) |
 //! | [`isa`], [`peak`] | run-time ISA detection (`DLRM_ISA`), the FMA / `vdpbf16ps` peak loops |
 //! | [`mmap`] | read-only memory-mapped files (the binary dataset reader) |
+//! | [`prefetch`] | software prefetch of a later task's operand into L2 |
 //! | [`sort`] | sorting a short list and dropping repeats (the random generator's bags) |
 //!
 //! This crate holds all the `unsafe` SIMD code of the project; everything above it is safe.
@@ -69,6 +70,7 @@ pub mod isa;
 pub mod mmap;
 pub mod pair_dots;
 pub mod peak;
+pub mod prefetch;
 pub mod reorder;
 pub mod sgd;
 pub mod sort;

@@ -12,6 +12,7 @@ use half::bf16;
 use super::{BagIndex, Bags, Lookup, Order, RowUpdate, RowsMut};
 use crate::avx512::{lanes, reduce_halves};
 use crate::microkernel::{round_to_bf16_bits, widen_bf16};
+use crate::prefetch;
 
 /// Largest number of zmm accumulators a pooled row block keeps in registers (128 floats).
 const MAX_NV: usize = 8;
@@ -24,26 +25,6 @@ const MAX_NV: usize = 8;
 /// there, a second pass walks the chains and reads the gradients again, and measured
 /// slower.)
 const SPAN_BYTES: usize = 128;
-
-/// Prefetch every cache line of `[addr, addr + bytes)` (`bytes > 0`) into L2.
-///
-/// `prefetcht1` rather than `prefetcht0`: a random gather is limited by the misses a core
-/// can keep in flight, and L1 has far fewer miss buffers than L2 (on Zen 4, prefetching into
-/// L1 caps the gather at about half the rate). The demand load then hits L2.
-///
-/// Prefetches never fault and have no effect on program semantics; the address is only a
-/// hint, so it is passed as an integer.
-#[inline(always)]
-fn prefetch_span(addr: usize, bytes: usize) {
-    let last = addr + bytes - 1;
-    let mut line = addr & !63;
-    while line <= last {
-        // SAFETY: `prefetcht1` is a hint that never faults and reads nothing the program
-        // observes; SSE is part of the x86-64 baseline.
-        unsafe { _mm_prefetch::<_MM_HINT_T1>(line as *const i8) };
-        line += 64;
-    }
-}
 
 /// A table element loaded as 16 f32 lanes.
 pub(crate) trait SimdRow: Copy {
@@ -132,7 +113,7 @@ unsafe fn pool_nv<T: SimdRow, I: BagIndex, O: SimdOut, const NV: usize, const W:
                 unsafe {
                     if prefetch > 0 && j + prefetch < end {
                         let r = (*idx.add(j + prefetch)).to_i64() as usize;
-                        prefetch_span(tp.add(r * dim + col0) as usize, cols * esize);
+                        prefetch::span(tp.add(r * dim + col0) as usize, cols * esize);
                     }
                     let r = (*idx.add(j)).to_i64() as usize;
                     let p = tp.add(r * dim + col0);
@@ -304,7 +285,7 @@ impl MasterRows for F32Rows {
     #[inline(always)]
     unsafe fn prefetch(self, off: usize, dim: usize) {
         // SAFETY: `off` is the start of a row inside the block (caller).
-        prefetch_span(unsafe { self.0.add(off) } as usize, dim * 4);
+        prefetch::span(unsafe { self.0.add(off) } as usize, dim * 4);
     }
 }
 
@@ -343,8 +324,8 @@ impl MasterRows for SplitRows {
     unsafe fn prefetch(self, off: usize, dim: usize) {
         // SAFETY: `off` is the start of a row inside both halves (caller).
         unsafe {
-            prefetch_span(self.hi.add(off) as usize, dim * 2);
-            prefetch_span(self.lo.add(off) as usize, dim * 2);
+            prefetch::span(self.hi.add(off) as usize, dim * 2);
+            prefetch::span(self.lo.add(off) as usize, dim * 2);
         }
     }
 }
@@ -411,7 +392,7 @@ unsafe fn apply_body<O: Order, R: MasterRows, const ADAGRAD: bool>(
             unsafe {
                 rows.prefetch(r * dim, dim);
                 if ADAGRAD {
-                    prefetch_span(state.add(r) as usize, 4);
+                    prefetch::span(state.add(r) as usize, 4);
                 }
             }
             // The gradient rows of all the unit's lookups (with chains, the loads of a
@@ -419,7 +400,7 @@ unsafe fn apply_body<O: Order, R: MasterRows, const ADAGRAD: bool>(
             loop {
                 let bag = lookups[a].bag as usize;
                 // SAFETY: as above.
-                unsafe { prefetch_span(job.grad.add(bag * job.grad_stride) as usize, dim * 4) };
+                unsafe { prefetch::span(job.grad.add(bag * job.grad_stride) as usize, dim * 4) };
                 match order.after(lookups, a) {
                     Some(next) => a = next,
                     None => break,
