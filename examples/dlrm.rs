@@ -33,6 +33,7 @@ use dlrm_kernels::model::{
     Dlrm, DlrmConfig, EmbeddingOptimizer, MiniBatch, Precision, StepTimings,
 };
 use dlrm_kernels::optim::LrPolicy;
+use dlrm_kernels::threads::{self, Workers};
 use indicatif::{ProgressBar, ProgressStyle};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -152,6 +153,12 @@ struct Args {
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Pin worker i to the i-th CPU this process may use (Linux, when there are at least
+    /// --threads of them), so each worker keeps its caches. For a machine given to this run
+    /// alone: two runs pinned to the same CPUs halve each other, and a background loader
+    /// (--num-workers 1) shares the first worker's CPU.
+    #[arg(long, action = ArgAction::Set, default_value_t = false)]
+    pin_threads: bool,
     /// Data loading threads: 1 produces batches ahead on a background thread, 0 produces each
     /// in line when it is needed (its time then counts as data time, as in the reference,
     /// whose loader has no workers by default). Default: 1 if a core is left beside
@@ -257,10 +264,10 @@ fn run(args: &Args, out: &mut Reporter) -> Result<Summary> {
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()?;
-    pool.install(|| {
+    // Decided here, on the main thread: a pinned worker sees only its own CPU.
+    let background = background_loading(args, threads);
+    let workers = threads::pool(threads, args.pin_threads)?;
+    workers.pool.install(|| {
         let data = Data::open(args, out)?;
         let cfg = model_config(args, &data)?;
         check_memory(&cfg)?;
@@ -273,23 +280,34 @@ fn run(args: &Args, out: &mut Reporter) -> Result<Summary> {
             }
             None => Dlrm::new(cfg, args.numpy_rand_seed)?,
         };
-        out.line(describe(&model, &data, threads, background_loading(args)));
+        out.line(describe(&model, &data, &workers, background));
         let mut csv = Csv::create(args.metrics_csv.as_deref())?;
         let mut summary = Summary::default();
         if args.inference_only {
             evaluate_and_report(&mut model, &data, 0, out, &mut csv, &mut summary)?;
             return Ok(summary);
         }
-        train(args, &mut model, &data, out, &mut csv, &mut summary)?;
+        train(
+            args,
+            &mut model,
+            &data,
+            background,
+            out,
+            &mut csv,
+            &mut summary,
+        )?;
         Ok(summary)
     })
 }
 
-/// The training loop over epochs and batches, with evaluation, checkpoints and the summary.
+/// The training loop over epochs and batches (loaded in the background or in line), with
+/// evaluation, checkpoints and the summary.
+#[allow(clippy::too_many_arguments)]
 fn train(
     args: &Args,
     model: &mut Dlrm,
     data: &Data,
+    background: bool,
     out: &mut Reporter,
     csv: &mut Csv,
     summary: &mut Summary,
@@ -309,7 +327,7 @@ fn train(
     let start_step = model.steps();
     for epoch in 0..args.nepochs {
         let epoch_batches = data.train_epoch(epoch, args.data_randomize, args.numpy_rand_seed);
-        let mut batches = Prefetcher::new(epoch_batches, background_loading(args), 4);
+        let mut batches = Prefetcher::new(epoch_batches, background, 4);
         let epoch_start = Instant::now();
         let mut it = 0;
         for batch in batches.by_ref() {
@@ -378,14 +396,11 @@ fn train(
 }
 
 /// Whether data is loaded on a background thread: as `--num-workers` says, else when a core
-/// is left beside the training threads (called inside the training pool).
-fn background_loading(args: &Args) -> bool {
+/// is left beside the `threads` training threads.
+fn background_loading(args: &Args, threads: usize) -> bool {
     match args.num_workers {
         Some(n) => n > 0,
-        None => {
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            cores > rayon::current_num_threads()
-        }
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()) > threads,
     }
 }
 
@@ -836,12 +851,12 @@ fn check_memory(cfg: &DlrmConfig) -> Result<()> {
     }
 }
 
-fn describe(model: &Dlrm, data: &Data, threads: usize, background: bool) -> String {
+fn describe(model: &Dlrm, data: &Data, workers: &Workers, background: bool) -> String {
     let c = model.config();
     let list = |v: &[usize]| v.iter().map(usize::to_string).collect::<Vec<_>>().join("-");
     format!(
         "DLRM {}: bottom {}, top {}, {} tables ({:.2} GiB), dim {}, {} interaction, batch {}, lr {}\n\
-         {} threads, ISA {}; {} training batches per epoch, {} test batches, data loaded {}",
+         {} threads ({}), ISA {}; {} training batches per epoch, {} test batches, data loaded {}",
         c.precision.name(),
         list(&c.bottom_mlp),
         list(&c.top_mlp),
@@ -851,7 +866,14 @@ fn describe(model: &Dlrm, data: &Data, threads: usize, background: bool) -> Stri
         c.interaction.name(),
         c.batch_size,
         c.lr.base_lr,
-        threads,
+        workers.pool.current_num_threads(),
+        match &workers.pinned {
+            Some(cpus) => {
+                let cpus: Vec<String> = cpus.iter().map(usize::to_string).collect();
+                format!("pinned to CPUs {}", cpus.join(", "))
+            }
+            None => "not pinned".into(),
+        },
         Isa::active().map_or("?".into(), |i| i.to_string()),
         data.train_batches,
         data.test_batches,
@@ -1079,18 +1101,12 @@ mod tests {
         assert!(Args::try_parse_from(["dlrm", "--arch-interaction-itself", "False"]).is_err());
         assert!(Args::try_parse_from(["dlrm", "--precision", "fp16"]).is_err());
         // Data loading: in line (0) or on a background thread (1), else chosen by the cores.
-        assert!(!background_loading(&args(&["--num-workers", "0"])));
-        assert!(background_loading(&args(&["--num-workers", "1"])));
+        assert!(!background_loading(&args(&["--num-workers", "0"]), 1));
+        assert!(background_loading(&args(&["--num-workers", "1"]), 1));
         assert!(Args::try_parse_from(["dlrm", "--num-workers", "2"]).is_err());
-        let one_thread = rayon::ThreadPoolBuilder::new()
-            .num_threads(1)
-            .build()
-            .unwrap();
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        assert_eq!(
-            one_thread.install(|| background_loading(&args(&[]))),
-            cores > 1
-        );
+        assert_eq!(background_loading(&args(&[]), 1), cores > 1);
+        assert!(!background_loading(&args(&[]), cores));
         // A preset's sizes, capped by --max-ind-range.
         let s = Shape::from_args(&args(&["--preset", "small", "--max-ind-range", "500"])).unwrap();
         assert_eq!((s.rows, s.dim, s.lookups), (vec![500; 8], 64, 100));

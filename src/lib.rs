@@ -20,7 +20,8 @@
 //!
 //! Every fallible call returns [`Result`] with an [`Error`] that names what was wrong and
 //! where, and changes nothing on error. Every computation is deterministic: the same bits for
-//! any number of threads (threads come from the current rayon pool).
+//! any number of threads (threads come from the current rayon pool; [`threads::pool`] builds
+//! one with its workers pinned to CPUs).
 //!
 //! ```
 //! use dlrm_kernels::model::{Dlrm, DlrmConfig, MiniBatch};
@@ -61,6 +62,7 @@ pub mod mlp;
 pub mod model;
 pub mod optim;
 pub mod rng;
+pub mod threads;
 
 pub use error::{Error, Result};
 

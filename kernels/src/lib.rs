@@ -9,6 +9,7 @@
 //! | [`eltwise`] | the MLP's bias + activation epilogue, activation derivative, column sums |
 //! | [`reorder`] | block transposes and VNNI-2 pair packing (AVX-512 or plain loops) |
 //! | [`isa`], [`peak`] | run-time ISA detection (`DLRM_ISA`), the FMA / `vdpbf16ps` peak loops |
+//! | [`affinity`] | pinning a thread to a CPU (Linux), so it keeps its caches |
 //! | [`mmap`] | read-only memory-mapped files (the binary dataset reader) |
 //! | [`prefetch`] | software prefetch of a later task's operand into L2 |
 //! | [`sort`] | sorting a short list and dropping repeats (the random generator's bags) |
@@ -58,6 +59,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+pub mod affinity;
 #[cfg(feature = "baselines")]
 pub mod baselines;
 pub mod brgemm;
