@@ -1107,6 +1107,9 @@ mod tests {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         assert_eq!(background_loading(&args(&[]), 1), cores > 1);
         assert!(!background_loading(&args(&[]), cores));
+        // Pinning is asked for, never assumed.
+        assert!(!args(&[]).pin_threads);
+        assert!(args(&["--pin-threads", "true"]).pin_threads);
         // A preset's sizes, capped by --max-ind-range.
         let s = Shape::from_args(&args(&["--preset", "small", "--max-ind-range", "500"])).unwrap();
         assert_eq!((s.rows, s.dim, s.lookups), (vec![500; 8], 64, 100));
