@@ -32,10 +32,10 @@
 //! # Ok::<(), dlrm_microkernels::KernelError>(())
 //! ```
 
-use half::bf16;
-
+use crate::abi::{BatchPtrs, Bf16Brgemm, BrgemmFn, EpiPtrs, Params};
 use crate::error::fits;
-use crate::{DType, Element, Isa, KernelError, portable};
+use crate::tuning::{Bf16Gemm, Tuning};
+use crate::{DType, Element, Isa, KernelError, RegisterTile, backend};
 
 /// Whether a kernel overwrites C or adds to it (instead of a `beta` float).
 ///
@@ -121,31 +121,6 @@ impl<T> Epilogue<'_, T> {
             || self.relu_mask.is_some()
             || self.valid_rows < m
             || self.valid_cols < n
-    }
-
-    /// Steps 1 to 4 on one value of row `r`, column `j` of C (`ldc` apart); the portable
-    /// path's definition, which the SIMD tiles match.
-    #[inline(always)]
-    pub(crate) fn apply(&self, mut v: f32, r: usize, j: usize, ldc: usize) -> f32
-    where
-        T: Element,
-    {
-        if let Some(b) = self.bias {
-            v += b[j];
-        }
-        if self.relu && v <= 0.0 {
-            v = 0.0;
-        }
-        if let Some(m) = self.relu_mask {
-            let positive = m[r * ldc + j].to_f32() > 0.0;
-            if !positive {
-                v = 0.0;
-            }
-        }
-        if r >= self.valid_rows || j >= self.valid_cols {
-            v = 0.0;
-        }
-        v
     }
 }
 
@@ -519,191 +494,6 @@ impl<'a, T> Batch<'a, T> {
             Batch::Slices { .. } => "slices",
         }
     }
-
-    /// The slices starting at A_i and B_i (valid after [`Brgemm::run`]'s checks).
-    pub(crate) fn pair(&self, i: usize, kind: BatchKind) -> (&'a [T], &'a [T]) {
-        match (*self, kind) {
-            (Batch::Strided { a, b, .. }, BatchKind::Strided { stride_a, stride_b }) => {
-                (&a[i * stride_a..], &b[i * stride_b..])
-            }
-            (
-                Batch::Offsets {
-                    a,
-                    b,
-                    a_offsets,
-                    b_offsets,
-                },
-                _,
-            ) => (&a[a_offsets[i]..], &b[b_offsets[i]..]),
-            (Batch::Slices { a, b }, _) => (a[i], b[i]),
-            _ => unreachable!("batch kind checked by Brgemm::run"),
-        }
-    }
-}
-
-/// The sizes a kernel body runs with (after validation).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Params {
-    pub m: usize,
-    pub n: usize,
-    pub k: usize,
-    /// Elements between A rows (`lda`, or 1 when A is transposed).
-    pub a_row: usize,
-    /// Elements between consecutive k of one A row (1, or `lda` when A is transposed).
-    pub a_k: usize,
-    pub ldb: usize,
-    pub ldc: usize,
-    pub count: usize,
-    pub accumulate: bool,
-    /// The epilogue, as raw pointers for the SIMD tiles.
-    pub epi: EpiPtrs,
-}
-
-/// An [`Epilogue`] for the SIMD tiles: null pointers for absent steps, `active` false when
-/// no step changes a value (the tiles then store the reduction as it is).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct EpiPtrs {
-    pub active: bool,
-    pub bias: *const f32,
-    pub relu: bool,
-    /// The mask, of C's element type.
-    pub mask: *const u8,
-    pub valid_rows: usize,
-    pub valid_cols: usize,
-}
-
-/// A validated batch as raw pointers, for the SIMD bodies.
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-pub(crate) enum BatchPtrs<'a, T> {
-    Strided {
-        a: *const T,
-        b: *const T,
-        stride_a: usize,
-        stride_b: usize,
-    },
-    Offsets {
-        a: *const T,
-        b: *const T,
-        a_offsets: &'a [usize],
-        b_offsets: &'a [usize],
-    },
-    Slices {
-        a: &'a [&'a [T]],
-        b: &'a [&'a [T]],
-    },
-}
-
-impl<T> Clone for BatchPtrs<'_, T> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-
-impl<T> Copy for BatchPtrs<'_, T> {}
-
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-impl<'a, T> BatchPtrs<'a, T> {
-    fn new(batch: Batch<'a, T>, kind: BatchKind) -> Self {
-        match (batch, kind) {
-            (Batch::Strided { a, b, .. }, BatchKind::Strided { stride_a, stride_b }) => {
-                BatchPtrs::Strided {
-                    a: a.as_ptr(),
-                    b: b.as_ptr(),
-                    stride_a,
-                    stride_b,
-                }
-            }
-            (
-                Batch::Offsets {
-                    a,
-                    b,
-                    a_offsets,
-                    b_offsets,
-                },
-                _,
-            ) => BatchPtrs::Offsets {
-                a: a.as_ptr(),
-                b: b.as_ptr(),
-                a_offsets,
-                b_offsets,
-            },
-            (Batch::Slices { a, b }, _) => BatchPtrs::Slices { a, b },
-            _ => unreachable!("batch kind checked by Brgemm::run"),
-        }
-    }
-
-    /// Start of A_i and B_i.
-    ///
-    /// # Safety
-    ///
-    /// `i` must be below the batch count that `Brgemm::run` validated.
-    #[inline(always)]
-    pub(crate) unsafe fn get(&self, i: usize) -> (*const T, *const T) {
-        // SAFETY: i < count and every pair's extent was checked against its slice, so the
-        // offsets are in bounds of the allocations the pointers come from.
-        unsafe {
-            match *self {
-                BatchPtrs::Strided {
-                    a,
-                    b,
-                    stride_a,
-                    stride_b,
-                } => (a.add(i * stride_a), b.add(i * stride_b)),
-                BatchPtrs::Offsets {
-                    a,
-                    b,
-                    a_offsets,
-                    b_offsets,
-                } => (
-                    a.add(*a_offsets.get_unchecked(i)),
-                    b.add(*b_offsets.get_unchecked(i)),
-                ),
-                BatchPtrs::Slices { a, b } => {
-                    (a.get_unchecked(i).as_ptr(), b.get_unchecked(i).as_ptr())
-                }
-            }
-        }
-    }
-
-    /// Reinterpret the element type.
-    ///
-    /// # Safety
-    ///
-    /// `U` must be the same type as `T` (callers check `Element::DTYPE`).
-    unsafe fn cast<U>(self) -> BatchPtrs<'a, U> {
-        // SAFETY: T and U are the same type (caller), so the pointer and slice-of-slice
-        // reinterpretations are identities.
-        unsafe {
-            match self {
-                BatchPtrs::Strided {
-                    a,
-                    b,
-                    stride_a,
-                    stride_b,
-                } => BatchPtrs::Strided {
-                    a: a.cast(),
-                    b: b.cast(),
-                    stride_a,
-                    stride_b,
-                },
-                BatchPtrs::Offsets {
-                    a,
-                    b,
-                    a_offsets,
-                    b_offsets,
-                } => BatchPtrs::Offsets {
-                    a: a.cast(),
-                    b: b.cast(),
-                    a_offsets,
-                    b_offsets,
-                },
-                BatchPtrs::Slices { a, b } => BatchPtrs::Slices {
-                    a: &*(a as *const [&[T]] as *const [&[U]]),
-                    b: &*(b as *const [&[T]] as *const [&[U]]),
-                },
-            }
-        }
-    }
 }
 
 /// A BRGEMM kernel: a validated descriptor bound to an ISA. Cheap to copy and to run many
@@ -725,11 +515,31 @@ impl<'a, T> BatchPtrs<'a, T> {
 /// assert_eq!(c, [4.0, 5.0, 10.0, 11.0]);
 /// # Ok::<(), dlrm_microkernels::KernelError>(())
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub struct Brgemm {
     desc: BrgemmDesc,
     isa: Isa,
+    tile: RegisterTile,
+    bf16_gemm: Bf16Gemm,
+    body: Body,
 }
+
+/// The backend body a kernel runs, chosen when it is built.
+#[derive(Debug, Clone, Copy)]
+enum Body {
+    F32(BrgemmFn<f32, f32>),
+    Bf16(Bf16Brgemm),
+}
+
+impl PartialEq for Brgemm {
+    /// Kernels are equal when built from the same descriptor with the same choices.
+    fn eq(&self, other: &Self) -> bool {
+        (self.desc, self.isa, self.tile, self.bf16_gemm)
+            == (other.desc, other.isa, other.tile, other.bf16_gemm)
+    }
+}
+
+impl Eq for Brgemm {}
 
 impl Brgemm {
     /// A kernel for `desc` on the active ISA ([`Isa::active`]).
@@ -763,10 +573,51 @@ impl Brgemm {
     /// ```
     pub fn with_isa(desc: BrgemmDesc, isa: Isa) -> Result<Self, KernelError> {
         desc.validate()?;
+        let table = backend::get(isa)?;
+        let tuning = Tuning::for_backend(isa)?;
+        let (tile, body) = match desc.input {
+            DType::F32 => (tuning.f32_tile, Body::F32(table.brgemm_f32)),
+            DType::Bf16 => {
+                let body = match (tuning.bf16_gemm, table.brgemm_bf16_dot) {
+                    (Bf16Gemm::Dot, Some(dot)) => dot,
+                    (Bf16Gemm::Dot, None) | (Bf16Gemm::Widen, _) => table.brgemm_bf16_widen,
+                };
+                (tuning.bf16_tile, Body::Bf16(body))
+            }
+        };
         Ok(Brgemm {
             desc,
-            isa: isa.require()?,
+            isa,
+            tile,
+            bf16_gemm: tuning.bf16_gemm,
+            body,
         })
+    }
+
+    /// The largest register tile this kernel uses (rows of C by vectors of columns), from
+    /// the CPU table of [`crate::tuning`].
+    ///
+    /// ```
+    /// let k = dlrm_microkernels::Brgemm::new(dlrm_microkernels::BrgemmDesc::f32(64, 64, 64))?;
+    /// assert!(k.register_tile().accumulators() >= 1);
+    /// # Ok::<(), dlrm_microkernels::KernelError>(())
+    /// ```
+    pub fn register_tile(&self) -> RegisterTile {
+        self.tile
+    }
+
+    /// How this kernel multiplies bf16 (for f32 kernels: what a bf16 kernel would use).
+    ///
+    /// ```
+    /// use dlrm_microkernels::{tuning::Bf16Gemm, Brgemm, BrgemmDesc, Isa};
+    /// # if std::env::var("DLRM_BF16_GEMM").map_or(true, |v| v != "dot") {
+    /// let k = Brgemm::with_isa(BrgemmDesc::bf16(8, 8, 8), Isa::Portable)?;
+    /// assert_eq!(k.bf16_gemm(), Bf16Gemm::Widen);
+    /// # }
+    /// # Ok::<(), dlrm_microkernels::KernelError>(())
+    /// ```
+    pub fn bf16_gemm(&self) -> Bf16Gemm {
+        self.bf16_gemm
     }
 
     /// The descriptor this kernel was built from.
@@ -883,6 +734,7 @@ impl Brgemm {
         if d.m == 0 || d.n == 0 {
             return Ok(());
         }
+        let (a_extent, b_extent, _) = d.extents()?;
         let p = Params {
             m: d.m,
             n: d.n,
@@ -901,6 +753,10 @@ impl Brgemm {
             ldc: d.ldc,
             count: if d.k == 0 { 0 } else { count },
             accumulate: d.accum == Accum::Accumulate,
+            a_extent,
+            b_extent,
+            c_extent,
+            tile: self.tile,
             epi: EpiPtrs {
                 active: epilogue.is_active(d.m, d.n),
                 bias: epilogue.bias.map_or(core::ptr::null(), <[f32]>::as_ptr),
@@ -912,38 +768,20 @@ impl Brgemm {
                 valid_cols: epilogue.valid_cols,
             },
         };
-        match self.isa {
-            Isa::Portable => portable::brgemm(&p, &batch, d.batch, d.b_layout(), c, &epilogue),
-            #[cfg(target_arch = "x86_64")]
-            isa => {
-                let ptrs = BatchPtrs::new(batch, d.batch);
-                // SAFETY: `check_batch` and the C check above proved every access the
-                // descriptor implies lies inside its slice; `isa` was checked available when
-                // the kernel was built; the casts below are identities because I::DTYPE and
-                // O::DTYPE were compared with the descriptor's types.
-                unsafe {
-                    let cp = c.as_mut_ptr();
-                    match (d.input, d.output, isa) {
-                        (DType::F32, _, _) => {
-                            crate::avx512::brgemm_f32(&p, &ptrs.cast::<f32>(), cp.cast())
-                        }
-                        (DType::Bf16, DType::F32, Isa::Avx512) => {
-                            crate::avx512::brgemm_bf16_f32(&p, &ptrs.cast::<bf16>(), cp.cast())
-                        }
-                        (DType::Bf16, DType::Bf16, Isa::Avx512) => {
-                            crate::avx512::brgemm_bf16_bf16(&p, &ptrs.cast::<bf16>(), cp.cast())
-                        }
-                        (DType::Bf16, DType::F32, _) => {
-                            crate::avx512bf16::brgemm_bf16_f32(&p, &ptrs.cast::<bf16>(), cp.cast())
-                        }
-                        (DType::Bf16, DType::Bf16, _) => {
-                            crate::avx512bf16::brgemm_bf16_bf16(&p, &ptrs.cast::<bf16>(), cp.cast())
-                        }
-                    }
+        let cp = c.as_mut_ptr();
+        // SAFETY: `check_batch` and the checks above proved every access the descriptor
+        // implies lies inside its slice (the extents in `p`); the body comes from the table of
+        // a backend this CPU runs (`backend::get` when the kernel was built); the casts are
+        // identities, since I::DTYPE and O::DTYPE equal the descriptor's types and the body
+        // was chosen for those types.
+        unsafe {
+            match (self.body, d.output) {
+                (Body::F32(f), _) => f(&p, &batch_ptrs(batch, d.batch), cp.cast()),
+                (Body::Bf16(f), DType::F32) => (f.to_f32)(&p, &batch_ptrs(batch, d.batch), cp.cast()),
+                (Body::Bf16(f), DType::Bf16) => {
+                    (f.to_bf16)(&p, &batch_ptrs(batch, d.batch), cp.cast())
                 }
             }
-            #[cfg(not(target_arch = "x86_64"))]
-            _ => unreachable!("only the portable ISA exists off x86_64"),
         }
         Ok(())
     }
@@ -1031,5 +869,48 @@ impl Brgemm {
             }
             _ => unreachable!("kind checked above"),
         }
+    }
+}
+
+/// A checked batch as the raw pointers the backends take, its element type reinterpreted as
+/// `U`.
+///
+/// # Safety
+///
+/// `U` is the same type as `T` (callers compare `Element::DTYPE`), and the batch's kind is
+/// `kind` (checked by `Brgemm::check_batch`).
+unsafe fn batch_ptrs<'a, T, U>(batch: Batch<'a, T>, kind: BatchKind) -> BatchPtrs<'a, U> {
+    match (batch, kind) {
+        (Batch::Strided { a, b, .. }, BatchKind::Strided { stride_a, stride_b }) => {
+            BatchPtrs::Strided {
+                a: a.as_ptr().cast(),
+                b: b.as_ptr().cast(),
+                stride_a,
+                stride_b,
+            }
+        }
+        (
+            Batch::Offsets {
+                a,
+                b,
+                a_offsets,
+                b_offsets,
+            },
+            _,
+        ) => BatchPtrs::Offsets {
+            a: a.as_ptr().cast(),
+            b: b.as_ptr().cast(),
+            a_offsets,
+            b_offsets,
+        },
+        // SAFETY: T and U are the same type (caller), so the slice-of-slice
+        // reinterpretation is an identity.
+        (Batch::Slices { a, b }, _) => unsafe {
+            BatchPtrs::Slices {
+                a: &*(a as *const [&[T]] as *const [&[U]]),
+                b: &*(b as *const [&[T]] as *const [&[U]]),
+            }
+        },
+        _ => unreachable!("batch kind checked by Brgemm::run"),
     }
 }

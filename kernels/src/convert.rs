@@ -24,7 +24,8 @@
 use half::bf16;
 
 use crate::error::same_len;
-use crate::{Isa, KernelError, portable};
+use crate::backend::{self, Backend};
+use crate::{Isa, KernelError};
 
 /// Conversions bound to an ISA. `Copy`, cheap to make.
 ///
@@ -38,7 +39,7 @@ use crate::{Isa, KernelError, portable};
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Converter {
-    isa: Isa,
+    table: &'static Backend,
 }
 
 impl Converter {
@@ -68,7 +69,7 @@ impl Converter {
     /// ```
     pub fn with_isa(isa: Isa) -> Result<Self, KernelError> {
         Ok(Converter {
-            isa: isa.require()?,
+            table: backend::get(isa)?,
         })
     }
 
@@ -80,12 +81,7 @@ impl Converter {
     /// # Ok::<(), dlrm_microkernels::KernelError>(())
     /// ```
     pub fn isa(&self) -> Isa {
-        self.isa
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    fn simd(&self) -> bool {
-        self.isa >= Isa::Avx512
+        self.table.isa
     }
 
     /// `dst[i] = bf16(src[i])`, rounded to nearest even.
@@ -104,13 +100,8 @@ impl Converter {
     /// ```
     pub fn f32_to_bf16(&self, src: &[f32], dst: &mut [bf16]) -> Result<(), KernelError> {
         same_len("src and dst", src.len(), dst.len())?;
-        #[cfg(target_arch = "x86_64")]
-        if self.simd() {
-            // SAFETY: the ISA was checked available; lengths are equal.
-            unsafe { crate::avx512::f32_to_bf16(src, dst) };
-            return Ok(());
-        }
-        portable::f32_to_bf16(src, dst);
+        // SAFETY: the table is of a backend this CPU runs; lengths are equal.
+        unsafe { (self.table.f32_to_bf16)(src, dst) };
         Ok(())
     }
 
@@ -129,13 +120,8 @@ impl Converter {
     /// ```
     pub fn bf16_to_f32(&self, src: &[bf16], dst: &mut [f32]) -> Result<(), KernelError> {
         same_len("src and dst", src.len(), dst.len())?;
-        #[cfg(target_arch = "x86_64")]
-        if self.simd() {
-            // SAFETY: the ISA was checked available; lengths are equal.
-            unsafe { crate::avx512::bf16_to_f32(src, dst) };
-            return Ok(());
-        }
-        portable::bf16_to_f32(src, dst);
+        // SAFETY: the table is of a backend this CPU runs; lengths are equal.
+        unsafe { (self.table.bf16_to_f32)(src, dst) };
         Ok(())
     }
 
@@ -161,13 +147,8 @@ impl Converter {
     ) -> Result<(), KernelError> {
         same_len("src and hi", src.len(), hi.len())?;
         same_len("src and lo", src.len(), lo.len())?;
-        #[cfg(target_arch = "x86_64")]
-        if self.simd() {
-            // SAFETY: the ISA was checked available; lengths are equal.
-            unsafe { crate::avx512::split_f32(src, hi, lo) };
-            return Ok(());
-        }
-        portable::split_f32(src, hi, lo);
+        // SAFETY: the table is of a backend this CPU runs; lengths are equal.
+        unsafe { (self.table.split_f32)(src, hi, lo) };
         Ok(())
     }
 
@@ -187,13 +168,8 @@ impl Converter {
     pub fn join_f32(&self, hi: &[bf16], lo: &[u16], dst: &mut [f32]) -> Result<(), KernelError> {
         same_len("hi and dst", hi.len(), dst.len())?;
         same_len("lo and dst", lo.len(), dst.len())?;
-        #[cfg(target_arch = "x86_64")]
-        if self.simd() {
-            // SAFETY: the ISA was checked available; lengths are equal.
-            unsafe { crate::avx512::join_f32(hi, lo, dst) };
-            return Ok(());
-        }
-        portable::join_f32(hi, lo, dst);
+        // SAFETY: the table is of a backend this CPU runs; lengths are equal.
+        unsafe { (self.table.join_f32)(hi, lo, dst) };
         Ok(())
     }
 }

@@ -4,95 +4,16 @@
 //! Memory-bound; each works on one cache-resident block at a time. Block transposes and VNNI
 //! packing are in [`crate::reorder`].
 
+pub use crate::activation::Activation;
+use crate::backend::{self, Backend};
 use crate::convert::Converter;
-use crate::{Element, Isa, SliceMut, SliceRef};
+use crate::{Element, SliceMut, SliceRef};
 
-/// Run `f` compiled for AVX-512 where the active ISA has it, so its loops auto-vectorise to
-/// 512-bit registers; else as it is. The results are the same bits either way: the bodies
-/// here are element-wise, or sum down columns in row order.
-#[inline(always)]
-fn vectorised<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    if matches!(Isa::active(), Ok(isa) if isa >= Isa::Avx512) {
-        /// `f`, inlined into an AVX-512 function.
-        ///
-        /// # Safety
-        ///
-        /// The CPU has AVX-512 F/BW/VL/DQ.
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
-        unsafe fn avx512<R>(f: impl FnOnce() -> R) -> R {
-            f()
-        }
-        // SAFETY: the active ISA is AVX-512 or better, which `Isa::active` checked this CPU
-        // has.
-        return unsafe { avx512(f) };
-    }
-    f()
-}
-
-/// The nonlinearity applied after a linear layer.
-///
-/// ```
-/// use dlrm_microkernels::eltwise::Activation;
-/// assert_eq!(Activation::Relu.apply(-1.0), 0.0);
-/// assert_eq!(Activation::Sigmoid.apply(0.0), 0.5);
-/// // The derivative is computed from the *output* y = f(x).
-/// assert_eq!(Activation::Relu.derivative_from_output(2.0), 1.0);
-/// assert_eq!(Activation::Sigmoid.derivative_from_output(0.5), 0.25);
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Activation {
-    /// Identity.
-    None,
-    /// `max(x, 0)` (NaN stays NaN). Its mask for backward is the output's sign: `y > 0` exactly where
-    /// `x > 0`, so no separate mask is stored.
-    #[default]
-    Relu,
-    /// `1 / (1 + exp(-x))`.
-    Sigmoid,
-}
-
-impl Activation {
-    /// `f(x)`.
-    ///
-    /// ```
-    /// assert_eq!(dlrm_microkernels::eltwise::Activation::None.apply(-3.0), -3.0);
-    /// ```
-    #[inline(always)]
-    pub fn apply(self, x: f32) -> f32 {
-        match self {
-            Activation::None => x,
-            // NaN propagates, as in PyTorch (f32::max would drop it).
-            Activation::Relu => {
-                if x <= 0.0 {
-                    0.0
-                } else {
-                    x
-                }
-            }
-            Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
-        }
-    }
-
-    /// `f'(x)` expressed through `y = f(x)`.
-    ///
-    /// ```
-    /// assert_eq!(dlrm_microkernels::eltwise::Activation::Relu.derivative_from_output(0.0), 0.0);
-    /// ```
-    #[inline(always)]
-    pub fn derivative_from_output(self, y: f32) -> f32 {
-        match self {
-            Activation::None => 1.0,
-            Activation::Relu => {
-                if y > 0.0 {
-                    1.0
-                } else {
-                    0.0
-                }
-            }
-            Activation::Sigmoid => y * (1.0 - y),
-        }
-    }
+/// The active backend's table (the portable one if the active backend cannot be resolved,
+/// which `Isa::active` reports elsewhere): its element-wise bodies are the same code
+/// compiled for its registers, so the bits do not depend on which one runs.
+fn table() -> &'static Backend {
+    backend::active().unwrap_or(&backend::portable::BACKEND)
 }
 
 /// The forward epilogue of one output block.
@@ -129,39 +50,9 @@ pub fn bias_act<T: Element>(
     out: &mut [T],
 ) {
     let acc = &mut acc[..rows * cols];
-    vectorised(|| bias_act_rows(acc, cols, valid_rows, valid_cols, bias, act));
+    // SAFETY: the table is of a backend this CPU runs; the body is safe code.
+    unsafe { (table().eltwise.bias_act)(acc, cols, valid_rows, valid_cols, bias, act) };
     store(cvt, acc, out);
-}
-
-/// The bias and activation part of [`bias_act`].
-#[inline(always)]
-fn bias_act_rows(
-    acc: &mut [f32],
-    cols: usize,
-    valid_rows: usize,
-    valid_cols: usize,
-    bias: &[f32],
-    act: Activation,
-) {
-    for (r, row) in acc.chunks_exact_mut(cols).enumerate() {
-        if r >= valid_rows {
-            row.fill(0.0);
-            continue;
-        }
-        let (valid, pad) = row.split_at_mut(valid_cols);
-        match act {
-            Activation::None => valid.iter_mut().zip(bias).for_each(|(x, b)| *x += b),
-            Activation::Relu => valid
-                .iter_mut()
-                .zip(bias)
-                .for_each(|(x, b)| *x = Activation::Relu.apply(*x + b)),
-            Activation::Sigmoid => valid
-                .iter_mut()
-                .zip(bias)
-                .for_each(|(x, b)| *x = Activation::Sigmoid.apply(*x + b)),
-        }
-        pad.fill(0.0);
-    }
 }
 
 /// Copy f32 values into `out`, rounding to its element type (nearest even for bf16).
@@ -219,41 +110,8 @@ pub fn load<T: Element>(cvt: &Converter, src: &[T], out: &mut [f32]) {
 /// ```
 pub fn act_backward<T: Element>(dy: &mut [T], y: &[T], act: Activation) {
     let y = &y[..dy.len()];
-    vectorised(|| act_backward_body(dy, y, act));
-}
-
-/// [`act_backward`] on slices of equal length.
-#[inline(always)]
-fn act_backward_body<T: Element>(dy: &mut [T], y: &[T], act: Activation) {
-    match (act, T::view_mut(dy), T::view(y)) {
-        (Activation::None, ..) => {}
-        // Branch-free selects, so the loops vectorise (a ReLU mask is a coin flip per element).
-        (Activation::Relu, SliceMut::F32(d), SliceRef::F32(y)) => {
-            for (d, y) in d.iter_mut().zip(y) {
-                *d = if *y > 0.0 { *d } else { 0.0 };
-            }
-        }
-        (Activation::Relu, SliceMut::Bf16(d), SliceRef::Bf16(y)) => {
-            for (d, y) in d.iter_mut().zip(y) {
-                // y > 0: sign clear, not zero, not NaN (0x7f81..=0x7fff).
-                let b = y.to_bits();
-                let positive = b.wrapping_sub(1) < 0x7f80;
-                *d = half::bf16::from_bits(if positive { d.to_bits() } else { 0 });
-            }
-        }
-        (Activation::Sigmoid, SliceMut::F32(d), SliceRef::F32(y)) => {
-            for (d, y) in d.iter_mut().zip(y) {
-                *d *= y * (1.0 - y);
-            }
-        }
-        (Activation::Sigmoid, ..) => {
-            for (d, y) in dy.iter_mut().zip(y) {
-                let y = y.to_f32();
-                *d = T::from_f32(d.to_f32() * (y * (1.0 - y)));
-            }
-        }
-        _ => unreachable!("dy and y have the same element type"),
-    }
+    // SAFETY: the table is of a backend this CPU runs; the body is safe code.
+    unsafe { (table().eltwise.act_backward)(T::view_mut(dy), T::view(y), act) };
 }
 
 /// `sums[j] += sum_r block[r * cols + j]` for a `rows x cols` row-major block.
@@ -268,15 +126,10 @@ fn act_backward_body<T: Element>(dy: &mut [T], y: &[T], act: Activation) {
 /// assert_eq!(s, [4.0, 6.0]);
 /// ```
 pub fn column_sums<T: Element>(block: &[T], rows: usize, cols: usize, sums: &mut [f32]) {
-    let sums = &mut sums[..cols];
     let block = &block[..rows * cols];
-    vectorised(|| {
-        for row in block.chunks_exact(cols) {
-            for (s, x) in sums.iter_mut().zip(row) {
-                *s += x.to_f32();
-            }
-        }
-    });
+    let sums = &mut sums[..cols];
+    // SAFETY: the table is of a backend this CPU runs; the body is safe code.
+    unsafe { (table().eltwise.column_sums)(T::view(block), rows, cols, sums) };
 }
 
 /// [`column_sums`] of a block stored in VNNI-2 order (see [`crate::vnni`]): `rows x cols`
@@ -301,18 +154,10 @@ pub fn column_sums<T: Element>(block: &[T], rows: usize, cols: usize, sums: &mut
 /// assert_eq!(b, [9.0, 12.0]);
 /// ```
 pub fn column_sums_vnni<T: Element>(packed: &[T], rows: usize, cols: usize, sums: &mut [f32]) {
-    let sums = &mut sums[..cols];
     let packed = &packed[..crate::vnni::packed_len(rows, cols)];
-    vectorised(|| {
-        for (p, pair) in packed.chunks_exact(2 * cols.max(1)).enumerate() {
-            let pairs = sums.iter_mut().zip(pair.chunks_exact(2));
-            if 2 * p + 1 < rows {
-                pairs.for_each(|(s, x)| *s = *s + x[0].to_f32() + x[1].to_f32());
-            } else {
-                pairs.for_each(|(s, x)| *s += x[0].to_f32());
-            }
-        }
-    });
+    let sums = &mut sums[..cols];
+    // SAFETY: the table is of a backend this CPU runs; the body is safe code.
+    unsafe { (table().eltwise.column_sums_vnni)(T::view(packed), rows, cols, sums) };
 }
 
 /// `acc[r] += sum_j block[r * cols + j] * w[j]` for each of `rows` rows: the forward of a
@@ -332,22 +177,8 @@ pub fn column_sums_vnni<T: Element>(packed: &[T], rows: usize, cols: usize, sums
 /// ```
 pub fn row_dots<T: Element>(block: &[T], rows: usize, cols: usize, w: &[T], acc: &mut [f32]) {
     let (block, w, acc) = (&block[..rows * cols], &w[..cols], &mut acc[..rows]);
-    vectorised(|| {
-        for (a, row) in acc.iter_mut().zip(block.chunks_exact(cols.max(1))) {
-            let mut lanes = [0f32; 16];
-            let (body, tail) = row.split_at(cols - cols % 16);
-            let (w_body, w_tail) = w.split_at(cols - cols % 16);
-            for (xs, ws) in body.chunks_exact(16).zip(w_body.chunks_exact(16)) {
-                for ((l, x), w) in lanes.iter_mut().zip(xs).zip(ws) {
-                    *l += x.to_f32() * w.to_f32();
-                }
-            }
-            for ((l, x), w) in lanes.iter_mut().zip(tail).zip(w_tail) {
-                *l += x.to_f32() * w.to_f32();
-            }
-            *a += crate::portable::reduce_halves(lanes);
-        }
-    });
+    // SAFETY: the table is of a backend this CPU runs; the body is safe code.
+    unsafe { (table().eltwise.row_dots)(T::view(block), rows, cols, T::view(w), acc) };
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use crate::cpu::Features;
 use crate::isa::Isa;
 
 /// Everything that can go wrong when describing or running a microkernel.
@@ -90,8 +91,19 @@ pub enum KernelError {
     IsaUnavailable {
         /// What was asked for.
         requested: Isa,
+        /// The features it needs that this CPU (or its operating system) lacks.
+        missing: Features,
         /// The best ISA this CPU has.
         best: Isa,
+    },
+    /// An environment variable that selects a kernel setting has a value it does not know.
+    UnknownSetting {
+        /// The variable.
+        variable: &'static str,
+        /// Its value.
+        value: String,
+        /// The values it takes.
+        expected: &'static str,
     },
     /// The `DLRM_ISA` environment variable (or a string parsed as an ISA) names no ISA.
     UnknownIsa {
@@ -146,14 +158,31 @@ impl fmt::Display for KernelError {
                 ),
             },
             KernelError::Overflow { what } => write!(f, "size overflow computing {what}"),
-            KernelError::IsaUnavailable { requested, best } => write!(
+            KernelError::IsaUnavailable {
+                requested,
+                missing,
+                best,
+            } => write!(
                 f,
-                "ISA {requested} is not available on this CPU (best available: {best})"
+                "ISA {requested} is not available on this CPU (it lacks {missing}; \
+                 best available: {best})"
             ),
-            KernelError::UnknownIsa { value } => write!(
+            KernelError::UnknownSetting {
+                variable,
+                value,
+                expected,
+            } => write!(
                 f,
-                "unknown ISA {value:?}: expected one of portable, avx512, avx512bf16"
+                "{variable}={value:?} is not a known setting (expected one of: {expected})"
             ),
+            KernelError::UnknownIsa { value } => {
+                write!(f, "unknown ISA {value:?}: expected one of ")?;
+                for (i, isa) in Isa::ALL.iter().enumerate() {
+                    let sep = if i == 0 { "" } else { ", " };
+                    write!(f, "{sep}{isa}")?;
+                }
+                Ok(())
+            }
         }
     }
 }

@@ -1,42 +1,46 @@
-//! Instruction-set detection, cached once per process, with an override for tests and
-//! comparisons.
+//! The kernel backends by name, which of them this CPU can run, and the one in use.
 //!
-//! The best ISA the CPU supports is detected on first use. The environment variable
-//! [`ISA_ENV_VAR`] (`DLRM_ISA=portable|avx512|avx512bf16`) selects a *lower* one, which is how
-//! tests and benchmarks reach every code path on one machine, and how a user compares paths.
+//! Each [`Isa`] names one backend module (`backend/<name>`) and the [`Features`] it needs. A
+//! backend is available when the CPU (and the operating system) has all of them; there is no
+//! order between backends beyond a preference for the default. The backend used by default is
+//! the most preferred available one ([`Isa::best`]), unless the environment variable
+//! [`ISA_ENV_VAR`] (`DLRM_ISA=portable|avx512|avx512bf16`) names another available one: that
+//! is how tests and benchmarks reach every code path on one machine, and how a user compares
+//! paths.
 
 use std::fmt;
 use std::str::FromStr;
 use std::sync::OnceLock;
 
 use crate::KernelError;
+use crate::cpu::{Cpu, Features};
 
-/// Name of the environment variable that forces a lower ISA.
+/// Name of the environment variable that selects a backend.
 pub const ISA_ENV_VAR: &str = "DLRM_ISA";
 
-/// An instruction set a kernel can be built for, ordered from least to most capable.
+/// A kernel backend: one module of kernels written for one instruction set.
 ///
 /// ```
 /// use dlrm_microkernels::Isa;
 ///
-/// // Portable code runs everywhere; the best ISA is at least that.
+/// // Portable code runs everywhere; the best backend is available by definition.
 /// assert!(Isa::Portable.is_available());
-/// assert!(Isa::best() >= Isa::Portable);
+/// assert!(Isa::best().is_available());
 /// assert_eq!("avx512".parse::<Isa>().unwrap(), Isa::Avx512);
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Isa {
     /// Plain Rust, no explicit SIMD; any CPU.
     Portable,
     /// AVX-512 F, BW, VL and DQ (Skylake-SP and later, AMD Zen 4 and later): fp32 FMA on zmm;
     /// bf16 data is widened to fp32 in registers.
     Avx512,
-    /// AVX-512 plus AVX512-BF16 (`vdpbf16ps`, Cooper Lake, Sapphire Rapids, Zen 4).
+    /// AVX-512 plus AVX512-BF16 (`vdpbf16ps`; Cooper Lake, Sapphire Rapids, Zen 4).
     Avx512Bf16,
 }
 
 impl Isa {
-    /// All ISAs, least capable first.
+    /// Every backend, in the order of preference for the default (most preferred last).
     pub const ALL: [Isa; 3] = [Isa::Portable, Isa::Avx512, Isa::Avx512Bf16];
 
     /// The lower-case name used by [`ISA_ENV_VAR`] and [`FromStr`].
@@ -52,7 +56,35 @@ impl Isa {
         }
     }
 
-    /// The best ISA this CPU supports (detected once, then cached).
+    /// The CPU features this backend needs.
+    ///
+    /// ```
+    /// use dlrm_microkernels::{Isa, cpu::Features};
+    /// assert!(Isa::Portable.needs().is_empty());
+    /// assert!(Isa::Avx512Bf16.needs().contains(Features::AVX512BF16));
+    /// ```
+    pub fn needs(self) -> Features {
+        let avx512 =
+            Features::AVX512F | Features::AVX512BW | Features::AVX512VL | Features::AVX512DQ;
+        match self {
+            Isa::Portable => Features::empty(),
+            Isa::Avx512 => avx512,
+            Isa::Avx512Bf16 => avx512 | Features::AVX512BF16,
+        }
+    }
+
+    /// Whether a CPU with `features` can run this backend.
+    ///
+    /// ```
+    /// use dlrm_microkernels::{Isa, cpu::Features};
+    /// assert!(Isa::Portable.runs_on(Features::empty()));
+    /// assert!(!Isa::Avx512.runs_on(Features::AVX2 | Features::FMA));
+    /// ```
+    pub fn runs_on(self, features: Features) -> bool {
+        features.contains(self.needs())
+    }
+
+    /// The most preferred backend this CPU can run (detected once, then cached).
     ///
     /// ```
     /// let best = dlrm_microkernels::Isa::best();
@@ -60,19 +92,19 @@ impl Isa {
     /// ```
     pub fn best() -> Isa {
         static BEST: OnceLock<Isa> = OnceLock::new();
-        *BEST.get_or_init(detect)
+        *BEST.get_or_init(|| best_for(Cpu::get().features))
     }
 
-    /// Whether this CPU can run kernels built for `self`.
+    /// Whether this CPU can run this backend.
     ///
     /// ```
     /// assert!(dlrm_microkernels::Isa::Portable.is_available());
     /// ```
     pub fn is_available(self) -> bool {
-        self <= Isa::best()
+        self.runs_on(Cpu::get().features)
     }
 
-    /// Every ISA this CPU can run, least capable first (always starts with `Portable`).
+    /// Every backend this CPU can run, in [`Isa::ALL`] order (always starts with `Portable`).
     ///
     /// ```
     /// let isas = dlrm_microkernels::Isa::available();
@@ -82,14 +114,15 @@ impl Isa {
         Isa::ALL.into_iter().filter(|i| i.is_available()).collect()
     }
 
-    /// The ISA kernels use by default: [`Isa::best`], or the one named by [`ISA_ENV_VAR`].
+    /// The backend kernels use by default: [`Isa::best`], or the one named by
+    /// [`ISA_ENV_VAR`].
     ///
     /// Read once and cached.
     ///
     /// # Errors
     ///
-    /// [`KernelError::UnknownIsa`] if the variable names no ISA, and
-    /// [`KernelError::IsaUnavailable`] if it names one this CPU lacks.
+    /// [`KernelError::UnknownIsa`] if the variable names no backend, and
+    /// [`KernelError::IsaUnavailable`] if it names one this CPU cannot run.
     ///
     /// ```
     /// let isa = dlrm_microkernels::Isa::active()?;
@@ -101,7 +134,7 @@ impl Isa {
         ACTIVE
             .get_or_init(|| {
                 let var = std::env::var(ISA_ENV_VAR).ok();
-                resolve(var.as_deref(), Isa::best())
+                resolve(var.as_deref(), Cpu::get().features)
             })
             .clone()
     }
@@ -110,58 +143,66 @@ impl Isa {
     ///
     /// # Errors
     ///
-    /// [`KernelError::IsaUnavailable`], naming the best ISA available instead.
+    /// [`KernelError::IsaUnavailable`], naming the missing features and the best backend
+    /// available instead.
     ///
     /// ```
     /// use dlrm_microkernels::Isa;
     /// assert_eq!(Isa::Portable.require(), Ok(Isa::Portable));
     /// ```
     pub fn require(self) -> Result<Isa, KernelError> {
-        if self.is_available() {
-            Ok(self)
-        } else {
-            Err(KernelError::IsaUnavailable {
-                requested: self,
-                best: Isa::best(),
-            })
-        }
+        check(self, Cpu::get().features)
     }
 }
 
-/// Resolve an optional request (the value of [`ISA_ENV_VAR`]) against the best available ISA.
+/// The most preferred backend a CPU with `features` runs.
+fn best_for(features: Features) -> Isa {
+    Isa::ALL
+        .into_iter()
+        .rev()
+        .find(|i| i.runs_on(features))
+        .unwrap_or(Isa::Portable)
+}
+
+fn check(isa: Isa, features: Features) -> Result<Isa, KernelError> {
+    if isa.runs_on(features) {
+        Ok(isa)
+    } else {
+        Err(KernelError::IsaUnavailable {
+            requested: isa,
+            missing: features.missing(isa.needs()),
+            best: best_for(features),
+        })
+    }
+}
+
+/// Resolve an optional request (the value of [`ISA_ENV_VAR`]) on a CPU with `features`.
 ///
-/// An empty or absent request means `best`. This is the pure part of [`Isa::active`], exposed
-/// so the rule can be tested without touching the process environment.
+/// An empty or absent request means the most preferred backend such a CPU runs. This is the
+/// pure part of [`Isa::active`], exposed so the rule can be tested without touching the
+/// process environment or depending on the CPU.
 ///
 /// # Errors
 ///
-/// [`KernelError::UnknownIsa`] for an unknown name; [`KernelError::IsaUnavailable`] for an ISA
-/// above `best`.
+/// [`KernelError::UnknownIsa`] for an unknown name; [`KernelError::IsaUnavailable`] for a
+/// backend that needs features the CPU lacks.
 ///
 /// ```
-/// use dlrm_microkernels::{isa::resolve, Isa, KernelError};
+/// use dlrm_microkernels::{cpu::Features, isa::resolve, Isa, KernelError};
 ///
-/// assert_eq!(resolve(None, Isa::Avx512), Ok(Isa::Avx512));
-/// assert_eq!(resolve(Some("portable"), Isa::Avx512), Ok(Isa::Portable));
+/// let avx512 = Isa::Avx512.needs();
+/// assert_eq!(resolve(None, avx512), Ok(Isa::Avx512));
+/// assert_eq!(resolve(Some("portable"), avx512), Ok(Isa::Portable));
 /// assert!(matches!(
-///     resolve(Some("avx512bf16"), Isa::Avx512),
-///     Err(KernelError::IsaUnavailable { best: Isa::Avx512, .. })
+///     resolve(Some("avx512bf16"), avx512),
+///     Err(KernelError::IsaUnavailable { best: Isa::Avx512, missing, .. })
+///         if missing == Features::AVX512BF16
 /// ));
 /// ```
-pub fn resolve(request: Option<&str>, best: Isa) -> Result<Isa, KernelError> {
+pub fn resolve(request: Option<&str>, features: Features) -> Result<Isa, KernelError> {
     match request.map(str::trim) {
-        None | Some("") => Ok(best),
-        Some(s) => {
-            let isa: Isa = s.parse()?;
-            if isa <= best {
-                Ok(isa)
-            } else {
-                Err(KernelError::IsaUnavailable {
-                    requested: isa,
-                    best,
-                })
-            }
-        }
+        None | Some("") => Ok(best_for(features)),
+        Some(s) => check(s.parse()?, features),
     }
 }
 
@@ -185,26 +226,6 @@ impl fmt::Display for Isa {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-fn detect() -> Isa {
-    let avx512 = std::arch::is_x86_feature_detected!("avx512f")
-        && std::arch::is_x86_feature_detected!("avx512bw")
-        && std::arch::is_x86_feature_detected!("avx512vl")
-        && std::arch::is_x86_feature_detected!("avx512dq");
-    if !avx512 {
-        Isa::Portable
-    } else if std::arch::is_x86_feature_detected!("avx512bf16") {
-        Isa::Avx512Bf16
-    } else {
-        Isa::Avx512
-    }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn detect() -> Isa {
-    Isa::Portable
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,24 +241,29 @@ mod tests {
     }
 
     #[test]
-    fn resolve_forces_lower_and_refuses_higher() {
-        assert_eq!(resolve(Some(""), Isa::Avx512Bf16), Ok(Isa::Avx512Bf16));
-        assert_eq!(resolve(Some("avx512"), Isa::Avx512Bf16), Ok(Isa::Avx512));
-        let err = resolve(Some("avx512"), Isa::Portable).unwrap_err();
+    fn resolve_picks_any_runnable_backend_and_refuses_the_rest() {
+        let all = Isa::Avx512Bf16.needs();
+        assert_eq!(resolve(Some(""), all), Ok(Isa::Avx512Bf16));
+        assert_eq!(resolve(Some("avx512"), all), Ok(Isa::Avx512));
+        let err = resolve(Some("avx512"), Features::AVX2).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "ISA avx512 is not available on this CPU (best available: portable)"
+            "ISA avx512 is not available on this CPU (it lacks avx512f avx512bw avx512vl \
+             avx512dq; best available: portable)"
         );
         assert!(matches!(
-            resolve(Some("avx2"), Isa::Avx512Bf16),
+            resolve(Some("sse9"), all),
             Err(KernelError::UnknownIsa { .. })
         ));
     }
 
     #[test]
-    fn available_is_a_prefix_of_all() {
+    fn available_backends_are_exactly_those_whose_features_the_cpu_has() {
         let av = Isa::available();
-        assert_eq!(av[..], Isa::ALL[..av.len()]);
-        assert_eq!(*av.last().unwrap(), Isa::best());
+        assert_eq!(av[0], Isa::Portable);
+        for isa in Isa::ALL {
+            assert_eq!(av.contains(&isa), Cpu::get().features.contains(isa.needs()));
+        }
+        assert!(av.contains(&Isa::best()));
     }
 }

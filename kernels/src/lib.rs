@@ -59,36 +59,34 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
-pub mod affinity;
+mod abi;
+mod activation;
+mod backend;
 #[cfg(feature = "baselines")]
 pub mod baselines;
 pub mod brgemm;
 pub mod convert;
+pub mod cpu;
+pub mod diagnostics;
 mod dtype;
 pub mod eltwise;
 pub mod embedding;
 mod error;
 pub mod isa;
-pub mod mmap;
 pub mod pair_dots;
 pub mod peak;
 pub mod prefetch;
 pub mod reorder;
 pub mod sgd;
 pub mod sort;
+pub mod sys;
+pub mod tuning;
 pub mod vnni;
 
-mod portable;
-
-#[cfg(target_arch = "x86_64")]
-mod avx512;
-#[cfg(target_arch = "x86_64")]
-mod avx512bf16;
-#[cfg(target_arch = "x86_64")]
-mod microkernel;
-
+pub use abi::RegisterTile;
 pub use brgemm::{ALayout, Accum, BLayout, Batch, BatchKind, Brgemm, BrgemmDesc, Epilogue};
 pub use dtype::{DType, Element, SliceMut, SliceRef};
 pub use error::KernelError;
 pub use half::bf16;
 pub use isa::Isa;
+pub use sys::{affinity, mmap};

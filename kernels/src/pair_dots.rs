@@ -32,6 +32,7 @@
 //! ```
 
 use crate::error::fits;
+use crate::backend::{self, Backend};
 use crate::{Isa, KernelError};
 
 /// The pairwise-dot kernels for the ISA chosen at construction. `Copy`, cheap.
@@ -43,30 +44,10 @@ use crate::{Isa, KernelError};
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PairDots {
-    isa: Isa,
+    table: &'static Backend,
 }
 
-/// Where pair `(i, j)` (`j < i`, or `j <= i` with the diagonal) sits in the pair list.
-#[inline(always)]
-fn pair_index(i: usize, j: usize, diagonal: bool) -> usize {
-    if diagonal {
-        i * (i + 1) / 2 + j
-    } else {
-        i * (i - 1) / 2 + j
-    }
-}
 
-/// `s_ij`: the gradient of the pair `(max, min)`, doubled on the diagonal, 0 on the diagonal
-/// without it.
-#[inline(always)]
-fn coefficient(grad: &[f32], i: usize, j: usize, diagonal: bool) -> f32 {
-    match (i.cmp(&j), diagonal) {
-        (std::cmp::Ordering::Greater, _) => grad[pair_index(i, j, diagonal)],
-        (std::cmp::Ordering::Less, _) => grad[pair_index(j, i, diagonal)],
-        (std::cmp::Ordering::Equal, true) => 2.0 * grad[pair_index(i, i, true)],
-        (std::cmp::Ordering::Equal, false) => 0.0,
-    }
-}
 
 impl PairDots {
     /// For the active ISA ([`Isa::active`]).
@@ -95,7 +76,7 @@ impl PairDots {
     /// ```
     pub fn with_isa(isa: Isa) -> Result<Self, KernelError> {
         Ok(PairDots {
-            isa: isa.require()?,
+            table: backend::get(isa)?,
         })
     }
 
@@ -107,7 +88,7 @@ impl PairDots {
     /// # Ok::<(), dlrm_microkernels::KernelError>(())
     /// ```
     pub fn isa(&self) -> Isa {
-        self.isa
+        self.table.isa
     }
 
     /// Number of pairs of `f` vectors: `f (f - 1) / 2`, or `f (f + 1) / 2` with the diagonal.
@@ -167,21 +148,9 @@ impl PairDots {
         out: &mut [f32],
     ) -> Result<(), KernelError> {
         Self::check(z, f, d, diagonal, ("out", out.len()))?;
-        #[cfg(target_arch = "x86_64")]
-        if self.isa >= Isa::Avx512 {
-            // SAFETY: the ISA was checked available when the kernel was built; `z` holds
-            // `f * d` elements and `out` the pairs (checked above).
-            unsafe { avx512::forward(z.as_ptr(), f, d, diagonal, out.as_mut_ptr()) };
-            return Ok(());
-        }
-        let extra = usize::from(diagonal);
-        let mut p = 0;
-        for i in 0..f {
-            for j in 0..i + extra {
-                out[p] = dot_portable(&z[i * d..][..d], &z[j * d..][..d]);
-                p += 1;
-            }
-        }
+        // SAFETY: the table is of a backend this CPU runs; `z` holds `f * d` elements and
+        // `out` the pairs (checked above).
+        unsafe { (self.table.pair_dots_forward)(z.as_ptr(), f, d, diagonal, out.as_mut_ptr()) };
         Ok(())
     }
 
@@ -215,128 +184,15 @@ impl PairDots {
         let n = Self::check(z, f, d, diagonal, ("grad", grad.len()))?;
         fits("dz", n, dz.len())?;
         let grad = &grad[..Self::pairs(f, diagonal)];
-        #[cfg(target_arch = "x86_64")]
-        if self.isa >= Isa::Avx512 {
-            // SAFETY: the ISA was checked available when the kernel was built; `z` and `dz`
-            // hold `f * d` elements (checked above); `coefficient` indexes `grad` with bounds
-            // checks.
-            unsafe {
-                avx512::backward(
-                    z.as_ptr(),
-                    f,
-                    d,
-                    |i, j| coefficient(grad, i, j, diagonal),
-                    dz.as_mut_ptr(),
-                )
-            };
-            return Ok(());
-        }
-        for i in 0..f {
-            let out = &mut dz[i * d..][..d];
-            out.fill(0.0);
-            for j in 0..f {
-                let s = coefficient(grad, i, j, diagonal);
-                for (o, x) in out.iter_mut().zip(&z[j * d..][..d]) {
-                    *o += s * x;
-                }
-            }
-        }
+        // SAFETY: the table is of a backend this CPU runs; `z` and `dz` hold `f * d`
+        // elements (checked above) and `grad` every pair.
+        unsafe {
+            (self.table.pair_dots_backward)(z.as_ptr(), f, d, diagonal, grad, dz.as_mut_ptr())
+        };
         Ok(())
     }
 }
 
-/// `a . b` in the order every ISA uses: products summed in 16 lanes over the chunks of 16,
-/// then the lanes by halves.
-fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0f32; 16];
-    for (ca, cb) in a.chunks(16).zip(b.chunks(16)) {
-        // A short last chunk adds zero products in its missing lanes, as the masked SIMD
-        // loads do (which matters for the sign of a zero).
-        for (l, lane) in lanes.iter_mut().enumerate() {
-            let (x, y) = (ca.get(l).copied(), cb.get(l).copied());
-            *lane += x.unwrap_or(0.0) * y.unwrap_or(0.0);
-        }
-    }
-    crate::portable::reduce_halves(lanes)
-}
-
-#[cfg(target_arch = "x86_64")]
-mod avx512 {
-    use core::arch::x86_64::*;
-
-    use crate::avx512::{lanes, reduce_halves};
-
-    /// Vectors of one row kept in registers by the backward (128 floats); longer rows are
-    /// done in pieces of this many.
-    const PIECE: usize = 8;
-
-    /// [`super::PairDots::forward`].
-    ///
-    /// # Safety
-    ///
-    /// The CPU has AVX-512 F/BW/VL/DQ; `z` holds `f * d` elements and `out` the pairs.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
-    pub(super) unsafe fn forward(z: *const f32, f: usize, d: usize, diagonal: bool, out: *mut f32) {
-        let nv = d.div_ceil(16);
-        let mut p = 0;
-        for i in 0..f {
-            for j in 0..i + usize::from(diagonal) {
-                // SAFETY: rows i and j (< f) hold d elements; the masked lanes stay below d;
-                // `p` counts the pairs, which `out` holds (caller).
-                unsafe {
-                    let (zi, zj) = (z.add(i * d), z.add(j * d));
-                    let mut acc = _mm512_setzero_ps();
-                    for v in 0..nv {
-                        let m = lanes(d - 16 * v);
-                        let a = _mm512_maskz_loadu_ps(m, zi.add(16 * v));
-                        let b = _mm512_maskz_loadu_ps(m, zj.add(16 * v));
-                        acc = _mm512_add_ps(acc, _mm512_mul_ps(a, b));
-                    }
-                    *out.add(p) = reduce_halves(acc);
-                }
-                p += 1;
-            }
-        }
-    }
-
-    /// [`super::PairDots::backward`], with `s(i, j)` the coefficient of row `j` in `dz_i`.
-    ///
-    /// # Safety
-    ///
-    /// The CPU has AVX-512 F/BW/VL/DQ; `z` and `dz` hold `f * d` elements.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
-    pub(super) unsafe fn backward(
-        z: *const f32,
-        f: usize,
-        d: usize,
-        s: impl Fn(usize, usize) -> f32,
-        dz: *mut f32,
-    ) {
-        let nv = d.div_ceil(16);
-        let mut v0 = 0;
-        while v0 < nv {
-            let piece = (nv - v0).min(PIECE);
-            for i in 0..f {
-                let mut acc = [_mm512_setzero_ps(); PIECE];
-                for j in 0..f {
-                    let c = _mm512_set1_ps(s(i, j));
-                    for (v, a) in acc.iter_mut().enumerate().take(piece) {
-                        let e = 16 * (v0 + v);
-                        // SAFETY: row j (< f) holds d elements; masked lanes stay below d.
-                        let x = unsafe { _mm512_maskz_loadu_ps(lanes(d - e), z.add(j * d + e)) };
-                        *a = _mm512_add_ps(*a, _mm512_mul_ps(c, x));
-                    }
-                }
-                for (v, a) in acc.iter().enumerate().take(piece) {
-                    let e = 16 * (v0 + v);
-                    // SAFETY: row i (< f) of `dz` holds d elements; masked lanes stay below d.
-                    unsafe { _mm512_mask_storeu_ps(dz.add(i * d + e), lanes(d - e), *a) };
-                }
-            }
-            v0 += piece;
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -12,6 +12,8 @@
 //! # Ok::<(), dlrm_microkernels::KernelError>(())
 //! ```
 
+use crate::abi::PeakLoop;
+use crate::backend::{self, Backend};
 use crate::{Isa, KernelError};
 
 /// Which instruction to measure.
@@ -24,7 +26,6 @@ pub enum Peak {
 }
 
 /// Independent accumulators per loop iteration.
-const CHAINS: u64 = 12;
 
 impl Peak {
     /// The ISA the loop needs.
@@ -55,10 +56,16 @@ impl Peak {
     /// assert_eq!(dlrm_microkernels::peak::Peak::Fp32Fma.flops_per_iteration(), 12 * 32);
     /// ```
     pub fn flops_per_iteration(self) -> u64 {
-        match self {
-            Peak::Fp32Fma => CHAINS * 32,
-            Peak::Bf16Dot => CHAINS * 64,
-        }
+        self.table_loop().map_or(0, |l| l.flops_per_iteration)
+    }
+
+    /// The loop in its backend's table (None where this CPU lacks the backend).
+    fn table_loop(self) -> Option<PeakLoop> {
+        let entry = |t: &Backend| match self {
+            Peak::Fp32Fma => t.fma_peak,
+            Peak::Bf16Dot => t.bf16_dot_peak,
+        };
+        backend::get(self.isa()).ok().and_then(entry)
     }
 }
 
@@ -78,52 +85,11 @@ impl Peak {
 /// ```
 pub fn run(peak: Peak, iterations: u64) -> Result<u64, KernelError> {
     peak.isa().require()?;
-    #[cfg(target_arch = "x86_64")]
-    {
-        // SAFETY: the required ISA was checked available just above.
-        let sink = unsafe {
-            match peak {
-                Peak::Fp32Fma => x86::fma_loop(iterations),
-                Peak::Bf16Dot => x86::dpbf16_loop(iterations),
-            }
-        };
-        std::hint::black_box(sink);
-    }
-    Ok(iterations * peak.flops_per_iteration())
-}
-
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    use core::arch::x86_64::*;
-
-    use super::CHAINS;
-
-    const N: usize = CHAINS as usize;
-
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn fma_loop(iterations: u64) -> f32 {
-        let x = std::hint::black_box(_mm512_set1_ps(1e-3));
-        let mut acc = [_mm512_setzero_ps(); N];
-        for _ in 0..iterations {
-            for a in acc.iter_mut() {
-                *a = _mm512_fmadd_ps(x, x, *a);
-            }
-        }
-        acc.iter().map(|&a| _mm512_reduce_add_ps(a)).sum()
-    }
-
-    #[target_feature(enable = "avx512f,avx512bf16")]
-    pub(super) unsafe fn dpbf16_loop(iterations: u64) -> f32 {
-        let x = std::hint::black_box(_mm512_cvtne2ps_pbh(
-            _mm512_set1_ps(1e-3),
-            _mm512_set1_ps(1e-3),
-        ));
-        let mut acc = [_mm512_setzero_ps(); N];
-        for _ in 0..iterations {
-            for a in acc.iter_mut() {
-                *a = _mm512_dpbf16_ps(*a, x, x);
-            }
-        }
-        acc.iter().map(|&a| _mm512_reduce_add_ps(a)).sum()
-    }
+    let l = peak.table_loop().ok_or(KernelError::Unsupported {
+        what: "a peak loop its backend does not have",
+    })?;
+    // SAFETY: the loop comes from the table of a backend this CPU runs.
+    let sink = unsafe { (l.run)(iterations) };
+    std::hint::black_box(sink);
+    Ok(iterations * l.flops_per_iteration)
 }

@@ -25,12 +25,12 @@
 //! # Ok::<(), dlrm_microkernels::KernelError>(())
 //! ```
 
+use crate::backend::{self, Backend};
 use crate::error::fits;
 use crate::vnni::packed_len;
 use crate::{Element, Isa, KernelError};
 
-/// An AVX-512 reorder kernel on raw lanes of width `L`: `(src, a, b, dst)`.
-#[cfg(target_arch = "x86_64")]
+/// A backend's reorder on raw lanes of width `L`: `(src, a, b, dst)`.
 type LaneKernel<L> = unsafe fn(*const L, usize, usize, *mut L);
 
 /// Block transposes and VNNI-2 packing for the ISA chosen at construction.
@@ -44,7 +44,7 @@ type LaneKernel<L> = unsafe fn(*const L, usize, usize, *mut L);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reorder {
-    isa: Isa,
+    table: &'static Backend,
 }
 
 impl Reorder {
@@ -73,7 +73,7 @@ impl Reorder {
     /// ```
     pub fn with_isa(isa: Isa) -> Result<Self, KernelError> {
         Ok(Reorder {
-            isa: isa.require()?,
+            table: backend::get(isa)?,
         })
     }
 
@@ -84,27 +84,26 @@ impl Reorder {
     /// # Safety
     ///
     /// `src` and `dst` hold what the kernels read and write for `(a, b)`.
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn run_simd<T: Element>(
+    /// Run the table's kernel for `T`'s lane width on `(src, a, b, dst)`.
+    ///
+    /// # Safety
+    ///
+    /// `src` and `dst` hold what the kernel reads and writes for `a` and `b`.
+    unsafe fn run<T: Element>(
         &self,
         (src, a, b, dst): (&[T], usize, usize, &mut [T]),
-        wide: Option<LaneKernel<u32>>,
+        wide: LaneKernel<u32>,
         narrow: LaneKernel<u16>,
-    ) -> bool {
-        if self.isa < Isa::Avx512 {
-            return false;
-        }
+    ) {
         let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
-        // The ISA was checked available; the extents are the caller's; `T` is f32 or bf16
-        // (sealed), whose bits the kernels move as lanes of `T`'s width.
-        match (T::DTYPE.size_bytes(), wide) {
-            // SAFETY: as said above, with 32-bit lanes.
-            (4, Some(wide)) => unsafe { wide(s.cast(), a, b, d.cast()) },
-            (4, None) => return false,
+        // The table is of a backend this CPU runs; `T` is f32 or bf16 (sealed), whose bits
+        // the kernels move as lanes of `T`'s width.
+        match T::DTYPE.size_bytes() {
+            // SAFETY: as said above, with 32-bit lanes, and the caller's extents.
+            4 => unsafe { wide(s.cast(), a, b, d.cast()) },
             // SAFETY: as said above, with 16-bit lanes.
             _ => unsafe { narrow(s.cast(), a, b, d.cast()) },
         }
-        true
     }
 
     /// `dst[c * rows + r] = src[r * cols + c]`: the `cols x rows` transpose of a row-major
@@ -136,19 +135,9 @@ impl Reorder {
         let len = rows.saturating_mul(cols);
         fits("src", len, src.len())?;
         fits("dst", len, dst.len())?;
-        #[cfg(target_arch = "x86_64")]
-        {
-            use crate::avx512::{transpose16, transpose32};
-            // SAFETY: both slices hold rows * cols values (checked above).
-            if unsafe { self.run_simd((src, rows, cols, dst), Some(transpose32), transpose16) } {
-                return Ok(());
-            }
-        }
-        for (c, out) in dst[..len].chunks_exact_mut(rows.max(1)).enumerate() {
-            for (d, row) in out.iter_mut().zip(src[..len].chunks_exact(cols)) {
-                *d = row[c];
-            }
-        }
+        let t = self.table;
+        // SAFETY: both slices hold rows * cols values (checked above).
+        unsafe { self.run((src, rows, cols, dst), t.transpose32, t.transpose16) };
         Ok(())
     }
 
@@ -177,27 +166,9 @@ impl Reorder {
     ) -> Result<(), KernelError> {
         fits("src", k.saturating_mul(n), src.len())?;
         fits("dst", packed_len(k, n), dst.len())?;
-        #[cfg(target_arch = "x86_64")]
-        {
-            use crate::avx512::{pack_pairs16, pack_pairs32};
-            // SAFETY: `src` holds k * n values and `dst` packed_len(k, n) (checked above).
-            if unsafe { self.run_simd((src, k, n, dst), Some(pack_pairs32), pack_pairs16) } {
-                return Ok(());
-            }
-        }
-        for (p, out) in dst[..packed_len(k, n)]
-            .chunks_exact_mut(2 * n.max(1))
-            .enumerate()
-        {
-            for (j, pair) in out.chunks_exact_mut(2).enumerate() {
-                pair[0] = src[2 * p * n + j];
-                pair[1] = if 2 * p + 1 < k {
-                    src[(2 * p + 1) * n + j]
-                } else {
-                    T::default()
-                };
-            }
-        }
+        let t = self.table;
+        // SAFETY: `src` holds k * n values and `dst` packed_len(k, n) (checked above).
+        unsafe { self.run((src, k, n, dst), t.pack_pairs32, t.pack_pairs16) };
         Ok(())
     }
 
@@ -224,20 +195,9 @@ impl Reorder {
     ) -> Result<(), KernelError> {
         fits("src", packed_len(k, n), src.len())?;
         fits("dst", k.saturating_mul(n), dst.len())?;
-        #[cfg(target_arch = "x86_64")]
-        {
-            use crate::avx512::unpack_pairs16;
-            // SAFETY: `src` holds packed_len(k, n) values and `dst` k * n (checked above);
-            // f32 has no kernel here and takes the loop below.
-            if unsafe { self.run_simd((src, k, n, dst), None, unpack_pairs16) } {
-                return Ok(());
-            }
-        }
-        for (kk, row) in dst[..k * n].chunks_exact_mut(n.max(1)).enumerate() {
-            for (j, d) in row.iter_mut().enumerate() {
-                *d = src[(kk / 2) * 2 * n + 2 * j + kk % 2];
-            }
-        }
+        let t = self.table;
+        // SAFETY: `src` holds packed_len(k, n) values and `dst` k * n (checked above).
+        unsafe { self.run((src, k, n, dst), t.unpack_pairs32, t.unpack_pairs16) };
         Ok(())
     }
 }

@@ -30,6 +30,7 @@
 use half::bf16;
 
 use crate::error::same_len;
+use crate::backend::{self, Backend};
 use crate::{Isa, KernelError};
 
 /// SGD updates bound to an ISA. `Copy`, cheap to make.
@@ -43,7 +44,7 @@ use crate::{Isa, KernelError};
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sgd {
-    isa: Isa,
+    table: &'static Backend,
 }
 
 impl Sgd {
@@ -73,7 +74,7 @@ impl Sgd {
     /// ```
     pub fn with_isa(isa: Isa) -> Result<Self, KernelError> {
         Ok(Sgd {
-            isa: isa.require()?,
+            table: backend::get(isa)?,
         })
     }
 
@@ -84,7 +85,7 @@ impl Sgd {
     /// # Ok::<(), dlrm_microkernels::KernelError>(())
     /// ```
     pub fn isa(&self) -> Isa {
-        self.isa
+        self.table.isa
     }
 
     /// `w[i] -= lr * g[i]`.
@@ -101,13 +102,8 @@ impl Sgd {
     /// ```
     pub fn sgd(&self, w: &mut [f32], g: &[f32], lr: f32) -> Result<(), KernelError> {
         same_len("w and g", w.len(), g.len())?;
-        #[cfg(target_arch = "x86_64")]
-        if self.isa >= Isa::Avx512 {
-            // SAFETY: the ISA was checked available; lengths are equal.
-            unsafe { crate::avx512::sgd(w, g, lr) };
-            return Ok(());
-        }
-        crate::portable::sgd(w, g, lr);
+        // SAFETY: the table is of a backend this CPU runs; lengths are equal.
+        unsafe { (self.table.sgd)(w, g, lr) };
         Ok(())
     }
 
@@ -133,13 +129,8 @@ impl Sgd {
     ) -> Result<(), KernelError> {
         same_len("hi and g", hi.len(), g.len())?;
         same_len("lo and g", lo.len(), g.len())?;
-        #[cfg(target_arch = "x86_64")]
-        if self.isa >= Isa::Avx512 {
-            // SAFETY: the ISA was checked available; lengths are equal.
-            unsafe { crate::avx512::split_sgd(hi, lo, g, lr) };
-            return Ok(());
-        }
-        crate::portable::split_sgd(hi, lo, g, lr);
+        // SAFETY: the table is of a backend this CPU runs; lengths are equal.
+        unsafe { (self.table.split_sgd)(hi, lo, g, lr) };
         Ok(())
     }
 }

@@ -594,16 +594,21 @@ fn unavailable_isa_is_an_error_naming_the_best() {
                 err,
                 KernelError::IsaUnavailable {
                     requested: missing,
+                    missing: dlrm_microkernels::cpu::Cpu::get()
+                        .features
+                        .missing(missing.needs()),
                     best
                 }
             );
         }
         None => eprintln!("skip: this CPU has every ISA; checking the rule through isa::resolve"),
     }
-    let err = dlrm_microkernels::isa::resolve(Some("avx512bf16"), Isa::Portable).unwrap_err();
+    let features = dlrm_microkernels::cpu::Features::AVX2;
+    let err = dlrm_microkernels::isa::resolve(Some("avx512bf16"), features).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "ISA avx512bf16 is not available on this CPU (best available: portable)"
+        "ISA avx512bf16 is not available on this CPU (it lacks avx512f avx512bw avx512vl \
+         avx512dq avx512bf16; best available: portable)"
     );
 }
 

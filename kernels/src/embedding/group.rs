@@ -12,7 +12,8 @@
 //! ascending rows a few rows apart look like a stream to the hardware prefetchers, which then
 //! also fetch the rows in between; first-occurrence order measured 8-15% faster.
 
-use super::{Chains, Lookup};
+use super::Lookup;
+use crate::abi::Chains;
 
 /// Reusable buffers for grouping lookups by row in [`BagKernel::apply_grouped`]. They grow to
 /// the largest block (a bit and a `u32` per row) and lookup count (two `u32` per lookup) seen

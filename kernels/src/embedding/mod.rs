@@ -62,294 +62,19 @@
 //! # Ok::<(), dlrm_microkernels::embedding::BagError>(())
 //! ```
 
-mod alloc;
-#[cfg(target_arch = "x86_64")]
-mod avx512;
 mod group;
+pub(crate) mod types;
 
-pub use alloc::{HUGE_PAGE, HugePageBuf, Plain};
+pub use crate::sys::hugepage::{HUGE_PAGE, HugePageBuf, Plain};
 pub use group::GroupBuffers;
+pub use types::{BagIndex, Bags, GradRows, Lookup, Pooling, RowUpdate, RowsMut};
 
 use std::fmt;
 
-use half::bf16;
+use crate::abi::{AnyBags, ApplyJob, Order, Orders, PoolJob, Runs};
+use crate::backend::{self, Backend};
+use crate::{Element, Isa, KernelError};
 
-use crate::{DType, Element, Isa, KernelError};
-
-mod sealed {
-    pub trait Sealed {}
-    impl Sealed for i32 {}
-    impl Sealed for i64 {}
-}
-
-/// An index type for bags: `i32` or `i64`, as PyTorch allows. Sealed.
-///
-/// ```
-/// use dlrm_microkernels::embedding::BagIndex;
-/// assert_eq!(BagIndex::to_i64(-3i32), -3);
-/// assert_eq!(<i64 as BagIndex>::NAME, "i64");
-/// ```
-pub trait BagIndex: sealed::Sealed + Copy + Send + Sync + fmt::Debug + 'static {
-    /// `"i32"` or `"i64"`.
-    const NAME: &'static str;
-    /// The value as `i64` (exact).
-    fn to_i64(self) -> i64;
-}
-
-impl BagIndex for i32 {
-    const NAME: &'static str = "i32";
-    #[inline(always)]
-    fn to_i64(self) -> i64 {
-        i64::from(self)
-    }
-}
-
-impl BagIndex for i64 {
-    const NAME: &'static str = "i64";
-    #[inline(always)]
-    fn to_i64(self) -> i64 {
-        self
-    }
-}
-
-/// How a bag's rows are reduced.
-///
-/// ```
-/// use dlrm_microkernels::embedding::Pooling;
-/// assert_eq!(Pooling::default(), Pooling::Sum);
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Pooling {
-    /// Sum of the (weighted) rows.
-    #[default]
-    Sum,
-    /// Sum divided by the number of lookups in the bag (empty bags give zeros).
-    Mean,
-}
-
-/// A run of consecutive bags: bag `i` covers positions `offsets[i]..offsets[i + 1]` of
-/// `indices` (the last one `offsets[last]..end`).
-///
-/// `offsets` are absolute positions in `indices`, so a thread can be handed a sub-slice of a
-/// batch's offsets with the full index list. Requirements (checked by every kernel): offsets
-/// are non-negative and non-decreasing, at most `end`; `end <= indices.len()`; every index
-/// used (positions `offsets[0]..end`) lies in `[0, rows)`; `weights`, when given, has one
-/// weight per index.
-///
-/// ```
-/// use dlrm_microkernels::embedding::Bags;
-/// let indices = [4i32, 5, 6];
-/// let offsets = [0i32, 2];
-/// let bags = Bags { indices: &indices, offsets: &offsets, end: 3, weights: None };
-/// assert_eq!(bags.len(), 2);
-/// assert_eq!(bags.bag(1), Some(2..3));
-/// ```
-#[derive(Debug, Clone, Copy)]
-pub struct Bags<'a, I> {
-    /// Row numbers, all bags back to back.
-    pub indices: &'a [I],
-    /// Start position of each bag in `indices`.
-    pub offsets: &'a [I],
-    /// Where the last bag ends.
-    pub end: usize,
-    /// Optional per-sample weights, one per index (same positions as `indices`).
-    pub weights: Option<&'a [f32]>,
-}
-
-impl<I: BagIndex> Bags<'_, I> {
-    /// Number of bags (`offsets.len()`).
-    ///
-    /// ```
-    /// use dlrm_microkernels::embedding::Bags;
-    /// let b = Bags::<i64> { indices: &[], offsets: &[0, 0], end: 0, weights: None };
-    /// assert_eq!(b.len(), 2);
-    /// ```
-    pub fn len(&self) -> usize {
-        self.offsets.len()
-    }
-
-    /// Whether there are no bags.
-    ///
-    /// ```
-    /// use dlrm_microkernels::embedding::Bags;
-    /// assert!(Bags::<i32> { indices: &[], offsets: &[], end: 0, weights: None }.is_empty());
-    /// ```
-    pub fn is_empty(&self) -> bool {
-        self.offsets.is_empty()
-    }
-
-    /// The positions of bag `i`, as given (not validated); `None` past the last bag or for an
-    /// offset that is negative.
-    ///
-    /// ```
-    /// use dlrm_microkernels::embedding::Bags;
-    /// let b = Bags { indices: &[1i32, 2], offsets: &[0i32, 1], end: 2, weights: None };
-    /// assert_eq!(b.bag(0), Some(0..1));
-    /// assert_eq!(b.bag(2), None);
-    /// ```
-    pub fn bag(&self, i: usize) -> Option<std::ops::Range<usize>> {
-        let start = usize::try_from(self.offsets.get(i)?.to_i64()).ok()?;
-        let end = match self.offsets.get(i + 1) {
-            Some(o) => usize::try_from(o.to_i64()).ok()?,
-            None => self.end,
-        };
-        Some(start..end)
-    }
-}
-
-/// One lookup for the fused update: the gradient of bag `bag`, times `scale`, goes to row
-/// `row`. `scale` is the per-sample weight, or `1 / len` for mean pooling, or 1.
-///
-/// ```
-/// use dlrm_microkernels::embedding::Lookup;
-/// let l = Lookup { row: 7, bag: 0, scale: 1.0 };
-/// assert_eq!(size_of::<Lookup>(), 12);
-/// assert_eq!(l.row, 7);
-/// ```
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Lookup {
-    /// Table row (absolute: the first row of a [`RowsMut`] block is `first_row`).
-    pub row: u32,
-    /// Bag whose gradient row is read.
-    pub bag: u32,
-    /// Factor on the bag's gradient.
-    pub scale: f32,
-}
-
-/// The order in which a fused update visits rows and their lookups: units are row updates.
-pub(crate) trait Order: Copy {
-    /// Number of units (for runs, an upper bound: the lookups).
-    fn units(self) -> usize;
-    /// The first lookup of unit `u`.
-    fn first(self, u: usize) -> usize;
-    /// The lookup after `j` in the same unit, if any.
-    fn after(self, lookups: &[Lookup], j: usize) -> Option<usize>;
-    /// The unit after `u`, whose last lookup was `last`.
-    fn advance(self, u: usize, last: usize) -> usize;
-}
-
-/// Runs of consecutive lookups of one row ([`BagKernel::apply`]).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Runs {
-    /// Number of lookups.
-    n: usize,
-}
-
-impl Order for Runs {
-    #[inline(always)]
-    fn units(self) -> usize {
-        self.n
-    }
-    #[inline(always)]
-    fn first(self, u: usize) -> usize {
-        u
-    }
-    #[inline(always)]
-    fn after(self, lookups: &[Lookup], j: usize) -> Option<usize> {
-        (j + 1 < lookups.len() && lookups[j + 1].row == lookups[j].row).then_some(j + 1)
-    }
-    #[inline(always)]
-    fn advance(self, _: usize, last: usize) -> usize {
-        last + 1
-    }
-}
-
-/// Lookups chained by row ([`BagKernel::apply_grouped`]): the first lookup of each row in
-/// visiting order, and for each lookup the next of its row (a later one) or [`Chains::END`].
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Chains<'a> {
-    pub(crate) heads: &'a [u32],
-    pub(crate) next: &'a [u32],
-}
-
-impl Chains<'_> {
-    /// The end of a chain.
-    pub(crate) const END: u32 = u32::MAX;
-}
-
-impl Order for Chains<'_> {
-    #[inline(always)]
-    fn units(self) -> usize {
-        self.heads.len()
-    }
-    #[inline(always)]
-    fn first(self, u: usize) -> usize {
-        self.heads[u] as usize
-    }
-    #[inline(always)]
-    fn after(self, _: &[Lookup], j: usize) -> Option<usize> {
-        let n = self.next[j];
-        (n != Chains::END).then_some(n as usize)
-    }
-    #[inline(always)]
-    fn advance(self, u: usize, _: usize) -> usize {
-        u + 1
-    }
-}
-
-/// The rows a fused update writes: f32 weights, or bf16 Split-SGD halves.
-///
-/// ```
-/// use dlrm_microkernels::embedding::RowsMut;
-/// let mut w = [0.0f32; 8];
-/// let rows = RowsMut::F32(&mut w);
-/// assert!(matches!(rows, RowsMut::F32(_)));
-/// ```
-#[derive(Debug)]
-pub enum RowsMut<'a> {
-    /// fp32 rows, `rows * dim` values.
-    F32(&'a mut [f32]),
-    /// Split-SGD rows: the master weight of element `i` is `f32::from_bits(hi[i] << 16 | lo[i])`.
-    Split {
-        /// Upper halves (the bf16 weights the forward reads).
-        hi: &'a mut [bf16],
-        /// Lower halves.
-        lo: &'a mut [u16],
-    },
-}
-
-/// The gradient of the pooled output: bag `b`'s gradient is `data[b * stride..][..dim]`.
-///
-/// ```
-/// use dlrm_microkernels::embedding::GradRows;
-/// let g = [1.0f32; 6];
-/// let rows = GradRows { data: &g, stride: 3 };
-/// assert_eq!(rows.stride, 3);
-/// ```
-#[derive(Debug, Clone, Copy)]
-pub struct GradRows<'a> {
-    /// Gradient values.
-    pub data: &'a [f32],
-    /// Distance between the gradients of consecutive bags (at least `dim`).
-    pub stride: usize,
-}
-
-/// The optimizer step applied to each updated row.
-///
-/// ```
-/// use dlrm_microkernels::embedding::RowUpdate;
-/// let mut h = vec![0.0f32; 4];
-/// let u = RowUpdate::RowwiseAdagrad { lr: 0.1, eps: 1e-10, state: &mut h };
-/// assert!(matches!(u, RowUpdate::RowwiseAdagrad { .. }));
-/// ```
-#[derive(Debug)]
-pub enum RowUpdate<'a> {
-    /// `row -= lr * g`.
-    Sgd {
-        /// Learning rate.
-        lr: f32,
-    },
-    /// `h += sum(g^2) / dim; row -= lr * (g / (sqrt(h) + eps))`.
-    RowwiseAdagrad {
-        /// Learning rate.
-        lr: f32,
-        /// Added to `sqrt(h)`.
-        eps: f32,
-        /// One accumulator per row of the block (index = row - first_row).
-        state: &'a mut [f32],
-    },
-}
 
 /// What went wrong in an embedding kernel. Kernels check everything before they write: on
 /// error, no output and no row has been touched.
@@ -506,7 +231,7 @@ impl BagKernelDesc {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BagKernel {
     desc: BagKernelDesc,
-    isa: Isa,
+    table: &'static Backend,
 }
 
 impl BagKernel {
@@ -545,7 +270,7 @@ impl BagKernel {
         }
         Ok(BagKernel {
             desc,
-            isa: isa.require()?,
+            table: backend::get(isa)?,
         })
     }
 
@@ -569,12 +294,7 @@ impl BagKernel {
     /// # Ok::<(), dlrm_microkernels::embedding::BagError>(())
     /// ```
     pub fn isa(&self) -> Isa {
-        self.isa
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    fn simd(&self) -> bool {
-        self.isa >= Isa::Avx512
+        self.table.isa
     }
 
     /// Pool each bag of `bags` into `out[i * out_stride..][..dim]` (see the module docs for
@@ -652,57 +372,20 @@ impl BagKernel {
         let rows = table.len() / dim;
         check_indices(bags, rows)?;
         let mean = pooling == Pooling::Mean;
-        #[cfg(target_arch = "x86_64")]
-        if self.simd() {
-            let pf = self.desc.prefetch_distance;
-            // SAFETY: the ISA was checked available when the kernel was built; `check_offsets`
-            // and `check_indices` proved every bag lies inside `indices` (and `weights`) and
-            // every index used is a row of `table`; the check above proved every bag's output
-            // row lies inside `out`. The casts are identities: `Element` is sealed to f32 and
-            // bf16, and each cast is taken only when the `DTYPE` says the types are equal.
-            unsafe {
-                match (T::DTYPE, O::DTYPE) {
-                    (DType::F32, DType::F32) => avx512::pool::<f32, I, f32>(
-                        cast(table),
-                        dim,
-                        bags,
-                        mean,
-                        pf,
-                        cast_mut(out),
-                        out_stride,
-                    ),
-                    (DType::F32, DType::Bf16) => avx512::pool::<f32, I, bf16>(
-                        cast(table),
-                        dim,
-                        bags,
-                        mean,
-                        pf,
-                        cast_mut(out),
-                        out_stride,
-                    ),
-                    (DType::Bf16, DType::F32) => avx512::pool::<bf16, I, f32>(
-                        cast(table),
-                        dim,
-                        bags,
-                        mean,
-                        pf,
-                        cast_mut(out),
-                        out_stride,
-                    ),
-                    (DType::Bf16, DType::Bf16) => avx512::pool::<bf16, I, bf16>(
-                        cast(table),
-                        dim,
-                        bags,
-                        mean,
-                        pf,
-                        cast_mut(out),
-                        out_stride,
-                    ),
-                }
-            }
-            return Ok(());
-        }
-        pool_portable(table, dim, bags, mean, out, out_stride);
+        let job = PoolJob {
+            table: T::view(table),
+            dim,
+            bags: erase(bags),
+            mean,
+            prefetch: self.desc.prefetch_distance,
+            out: O::view_mut(out),
+            out_stride,
+        };
+        // SAFETY: the table is of a backend this CPU runs; `check_offsets` and
+        // `check_indices` proved every bag lies inside `indices` (and `weights`) and every
+        // index used is a row of `table`; the check above proved every bag's output row lies
+        // inside `out`.
+        unsafe { (self.table.pool)(job) };
         Ok(())
     }
 
@@ -757,7 +440,7 @@ impl BagKernel {
     ) -> Result<(), BagError> {
         let nrows = self.check_block(&rows, grad, &update)?;
         check_lookups(self.desc.dim, first_row, nrows, lookups, grad)?;
-        let order = Runs { n: lookups.len() };
+        let order = Orders::Runs(Runs { n: lookups.len() });
         // SAFETY: the block and every lookup were just checked.
         unsafe { self.run_order(rows, first_row, lookups, order, grad, update) };
         Ok(())
@@ -845,6 +528,7 @@ impl BagKernel {
             .map(|room| room / grad.stride);
         match buffers.chain(lookups, first_row, nrows, max_bag) {
             Some(chains) => {
+                let chains = Orders::Chains(chains);
                 // SAFETY: `check_block` passed, and the grouping pass checked every lookup's
                 // row against the block and its bag against `max_bag`, as `check_lookups`
                 // does.
@@ -913,50 +597,40 @@ impl BagKernel {
     /// grouping pass of [`GroupBuffers`], which checks the same), with these `rows`,
     /// `first_row`, `grad` and `update`. (`order` needs no promise: it is indexed with
     /// bounds checks.)
-    unsafe fn run_order<O: Order>(
+    unsafe fn run_order(
         &self,
         rows: RowsMut<'_>,
         first_row: usize,
         lookups: &[Lookup],
-        order: O,
+        order: Orders<'_>,
         grad: GradRows<'_>,
         update: RowUpdate<'_>,
     ) {
         let dim = self.desc.dim;
-        if lookups.is_empty() || order.units() == 0 {
+        let units = match order {
+            Orders::Runs(o) => o.units(),
+            Orders::Chains(o) => o.units(),
+        };
+        if lookups.is_empty() || units == 0 {
             return;
         }
         let mut scratch = vec![0f32; dim.next_multiple_of(16)];
-        #[cfg(target_arch = "x86_64")]
-        if self.simd() {
-            let job = avx512::ApplyJob {
-                dim,
-                first_row,
-                lookups,
-                order,
-                grad: grad.data.as_ptr(),
-                grad_stride: grad.stride,
-                scratch: scratch.as_mut_ptr(),
-                prefetch: self.desc.prefetch_distance,
-            };
-            // SAFETY: the ISA was checked available; every lookup's row is inside the block
-            // and its bag's gradient row inside `grad.data`, `hi`/`lo` have equal lengths and
-            // the Adagrad state covers every row of the block (the caller's checks); `order`
-            // only names lookups (it is indexed with bounds checks); the scratch holds `dim`
-            // rounded up to whole vectors.
-            unsafe { avx512::apply(&job, rows, update) };
-            return;
-        }
-        apply_portable(
+        let job = ApplyJob {
             dim,
             first_row,
             lookups,
             order,
-            grad,
-            rows,
-            update,
-            &mut scratch,
-        );
+            grad: grad.data.as_ptr(),
+            grad_stride: grad.stride,
+            scratch: scratch.as_mut_ptr(),
+            prefetch: self.desc.prefetch_distance,
+        };
+        // SAFETY: the table is of a backend this CPU runs; every lookup's row is inside the
+        // block and its bag's gradient row inside `grad.data`, `hi`/`lo` have equal lengths
+        // and the Adagrad state covers every row of the block (the caller's checks); `order`
+        // only names lookups (it is indexed with bounds checks); the scratch holds `dim`
+        // rounded up to whole vectors.
+        unsafe { (self.table.apply)(&job, rows, update) };
     }
 }
 
@@ -999,27 +673,7 @@ fn check_lookups(
     Ok(())
 }
 
-/// Reinterpret a slice of one `Element` type as another of the same `DType`.
-///
-/// # Safety
-///
-/// `A` and `B` must be the same type (checked by the caller through `Element::DTYPE`).
-#[cfg(target_arch = "x86_64")]
-unsafe fn cast<A, B>(s: &[A]) -> &[B] {
-    // SAFETY: A and B are the same type (caller), so layout, length and validity carry over.
-    unsafe { std::slice::from_raw_parts(s.as_ptr().cast(), s.len()) }
-}
 
-/// Mutable version of [`cast`].
-///
-/// # Safety
-///
-/// As [`cast`].
-#[cfg(target_arch = "x86_64")]
-unsafe fn cast_mut<A, B>(s: &mut [A]) -> &mut [B] {
-    // SAFETY: as in `cast`; the borrow is carried over, so access stays exclusive.
-    unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast(), s.len()) }
-}
 
 /// Offsets non-negative, non-decreasing, at most `end`; `end <= indices.len()`; weights as
 /// many as indices.
@@ -1093,119 +747,32 @@ fn check_indices<I: BagIndex>(bags: &Bags<'_, I>, rows: usize) -> Result<(), Bag
     })
 }
 
-/// Portable pooling: the same arithmetic, in the same order, as the SIMD body.
-fn pool_portable<T: Element, I: BagIndex, O: Element>(
-    table: &[T],
-    dim: usize,
-    bags: &Bags<'_, I>,
-    mean: bool,
-    out: &mut [O],
-    stride: usize,
-) {
-    let mut acc = vec![0f32; dim];
-    for b in 0..bags.offsets.len() {
-        let range = bags.bag(b).expect("offsets were validated");
-        acc.fill(0.0);
-        for j in range.clone() {
-            let r = bags.indices[j].to_i64() as usize;
-            let row = &table[r * dim..][..dim];
-            match bags.weights {
-                Some(w) => {
-                    let w = w[j];
-                    for (a, x) in acc.iter_mut().zip(row) {
-                        *a += w * x.to_f32();
-                    }
-                }
-                None => {
-                    for (a, x) in acc.iter_mut().zip(row) {
-                        *a += x.to_f32();
-                    }
-                }
-            }
-        }
-        if mean && !range.is_empty() {
-            let scale = 1.0 / range.len() as f32;
-            for a in acc.iter_mut() {
-                *a *= scale;
-            }
-        }
-        for (o, a) in out[b * stride..][..dim].iter_mut().zip(&acc) {
-            *o = O::from_f32(*a);
+
+
+
+/// Bags with their index type erased, for the backends.
+fn erase<'a, I: BagIndex>(b: &Bags<'a, I>) -> AnyBags<'a> {
+    /// The same bags with the index type `J`.
+    ///
+    /// # Safety
+    ///
+    /// `J` is the same type as `I`.
+    unsafe fn retype<'a, I, J>(b: &Bags<'a, I>) -> Bags<'a, J> {
+        // SAFETY: `J` is `I` (caller): layout, length and validity carry over.
+        let cast = |s: &'a [I]| unsafe { std::slice::from_raw_parts(s.as_ptr().cast(), s.len()) };
+        Bags {
+            indices: cast(b.indices),
+            offsets: cast(b.offsets),
+            end: b.end,
+            weights: b.weights,
         }
     }
-}
-
-/// `sum(x^2)` in the order every ISA uses: 16 lane sums over the vectors in turn, then
-/// halves added pairwise (lane j + lane j+8, then j + j+4, j + j+2, j + j+1).
-pub(crate) fn sum_squares_portable(x: &[f32]) -> f32 {
-    let mut lanes = [0f32; 16];
-    for chunk in x.chunks(16) {
-        for (l, v) in lanes.iter_mut().zip(chunk) {
-            *l += *v * *v;
+    // SAFETY: `BagIndex` is sealed to i32 and i64, whose sizes tell them apart.
+    unsafe {
+        if size_of::<I>() == 4 {
+            AnyBags::I32(retype(b))
+        } else {
+            AnyBags::I64(retype(b))
         }
-    }
-    crate::portable::reduce_halves(lanes)
-}
-
-/// Portable fused update: the same arithmetic, in the same order, as the SIMD body.
-#[allow(clippy::too_many_arguments)]
-fn apply_portable<O: Order>(
-    dim: usize,
-    first_row: usize,
-    lookups: &[Lookup],
-    order: O,
-    grad: GradRows<'_>,
-    mut rows: RowsMut<'_>,
-    mut update: RowUpdate<'_>,
-    scratch: &mut [f32],
-) {
-    let acc = &mut scratch[..dim];
-    let mut u = 0;
-    while u < order.units() {
-        let i = order.first(u);
-        let row = lookups[i].row;
-        acc.fill(0.0);
-        let mut j = i;
-        loop {
-            let l = lookups[j];
-            let g = &grad.data[l.bag as usize * grad.stride..][..dim];
-            for (a, g) in acc.iter_mut().zip(g) {
-                *a += l.scale * *g;
-            }
-            match order.after(lookups, j) {
-                Some(next) => j = next,
-                None => break,
-            }
-        }
-        let r = row as usize - first_row;
-        let (lr, denom) = match &mut update {
-            RowUpdate::Sgd { lr } => (*lr, None),
-            RowUpdate::RowwiseAdagrad { lr, eps, state } => {
-                let h = state[r] + sum_squares_portable(acc) / dim as f32;
-                state[r] = h;
-                (*lr, Some(h.sqrt() + *eps))
-            }
-        };
-        let step = |g: f32| match denom {
-            None => lr * g,
-            Some(d) => lr * (g / d),
-        };
-        match &mut rows {
-            RowsMut::F32(w) => {
-                for (w, g) in w[r * dim..][..dim].iter_mut().zip(acc.iter()) {
-                    *w -= step(*g);
-                }
-            }
-            RowsMut::Split { hi, lo } => {
-                let (hi, lo) = (&mut hi[r * dim..][..dim], &mut lo[r * dim..][..dim]);
-                for ((h, l), g) in hi.iter_mut().zip(lo.iter_mut()).zip(acc.iter()) {
-                    let w = f32::from_bits((u32::from(h.to_bits()) << 16) | u32::from(*l));
-                    let bits = (w - step(*g)).to_bits();
-                    *h = bf16::from_bits((bits >> 16) as u16);
-                    *l = bits as u16;
-                }
-            }
-        }
-        u = order.advance(u, j);
     }
 }

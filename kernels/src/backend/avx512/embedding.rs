@@ -1,17 +1,17 @@
 //! AVX-512 (F, BW, VL, DQ) embedding-bag kernels: pooling with software prefetch, and the
 //! fused coalesce-and-update. Generic bodies, thin `#[target_feature]` shims.
 //!
-//! The arithmetic matches the portable code in `mod.rs` operation for operation (products
-//! rounded before they are added, the same lane order for sums of squares), so every ISA
-//! gives the same bits.
+//! The arithmetic matches the portable backend operation for operation (products rounded
+//! before they are added, the same lane order for sums of squares), so every backend gives
+//! the same bits.
 
 use core::arch::x86_64::*;
 
-use half::bf16;
-
-use super::{BagIndex, Bags, Lookup, Order, RowUpdate, RowsMut};
-use crate::avx512::{lanes, reduce_halves};
-use crate::microkernel::{round_to_bf16_bits, widen_bf16};
+use super::{Zmm, lanes, reduce_halves};
+use crate::abi::{ApplyJob, Order, Orders, PoolJob};
+use crate::backend::portable::with_pool_types;
+use crate::backend::x86::vector::OutElem;
+use crate::embedding::types::{BagIndex, Bags, RowUpdate, RowsMut};
 use crate::prefetch;
 
 /// Largest number of zmm accumulators a pooled row block keeps in registers (128 floats).
@@ -26,57 +26,13 @@ const MAX_NV: usize = 8;
 /// slower.)
 const SPAN_BYTES: usize = 128;
 
-/// A table element loaded as 16 f32 lanes.
-pub(crate) trait SimdRow: Copy {
-    /// Load the lanes on `mask` from `ptr` (others read nothing and are zero).
-    unsafe fn load(ptr: *const Self, mask: __mmask16) -> __m512;
-}
-
-impl SimdRow for f32 {
-    #[inline(always)]
-    unsafe fn load(ptr: *const f32, mask: __mmask16) -> __m512 {
-        // SAFETY: lanes on `mask` are inside the row (caller); masked-off lanes are not read.
-        unsafe { _mm512_maskz_loadu_ps(mask, ptr) }
-    }
-}
-
-impl SimdRow for bf16 {
-    #[inline(always)]
-    unsafe fn load(ptr: *const bf16, mask: __mmask16) -> __m512 {
-        // SAFETY: bf16 is a transparent u16; lanes on `mask` are inside the row (caller).
-        unsafe { widen_bf16(_mm256_maskz_loadu_epi16(mask, ptr.cast())) }
-    }
-}
-
-/// A pooled-output element stored from 16 f32 lanes.
-pub(crate) trait SimdOut: Copy {
-    /// Store the lanes on `mask` to `ptr` (others are not written).
-    unsafe fn store(ptr: *mut Self, mask: __mmask16, v: __m512);
-}
-
-impl SimdOut for f32 {
-    #[inline(always)]
-    unsafe fn store(ptr: *mut f32, mask: __mmask16, v: __m512) {
-        // SAFETY: lanes on `mask` are inside the output row (caller).
-        unsafe { _mm512_mask_storeu_ps(ptr, mask, v) }
-    }
-}
-
-impl SimdOut for bf16 {
-    #[inline(always)]
-    unsafe fn store(ptr: *mut bf16, mask: __mmask16, v: __m512) {
-        // SAFETY: as for f32; rounded to nearest even, the same bits as `bf16::from_f32`.
-        unsafe { _mm512_mask_cvtepi32_storeu_epi16(ptr.cast(), mask, round_to_bf16_bits(v)) }
-    }
-}
-
 /// Pool every bag of `bags` in column blocks of up to `16 * NV` floats kept in registers.
 ///
 /// # Safety
 ///
 /// As [`pool`]. Each pass over a bag covers `16 * NV` columns of its rows.
 #[inline(always)]
-unsafe fn pool_nv<T: SimdRow, I: BagIndex, O: SimdOut, const NV: usize, const W: bool>(
+unsafe fn pool_nv<T: OutElem, I: BagIndex, O: OutElem, const NV: usize, const W: bool>(
     table: &[T],
     dim: usize,
     bags: &Bags<'_, I>,
@@ -120,12 +76,12 @@ unsafe fn pool_nv<T: SimdRow, I: BagIndex, O: SimdOut, const NV: usize, const W:
                     if W {
                         let w = _mm512_set1_ps(*wp.add(j));
                         for (v, a) in acc.iter_mut().enumerate() {
-                            let x = T::load(p.add(16 * v), masks[v]);
+                            let x = T::load::<Zmm>(p.add(16 * v), masks[v]);
                             *a = _mm512_add_ps(*a, _mm512_mul_ps(w, x));
                         }
                     } else {
                         for (v, a) in acc.iter_mut().enumerate() {
-                            *a = _mm512_add_ps(*a, T::load(p.add(16 * v), masks[v]));
+                            *a = _mm512_add_ps(*a, T::load::<Zmm>(p.add(16 * v), masks[v]));
                         }
                     }
                 }
@@ -142,7 +98,7 @@ unsafe fn pool_nv<T: SimdRow, I: BagIndex, O: SimdOut, const NV: usize, const W:
             for (v, a) in acc.iter().enumerate() {
                 // SAFETY: bag b's output row `out[b * stride..][..dim]` lies inside `out`
                 // (checked by the caller); masked lanes stay below `dim`.
-                unsafe { O::store(op.add(b * stride + col0 + 16 * v), masks[v], *a) };
+                unsafe { O::store::<Zmm>(op.add(b * stride + col0 + 16 * v), masks[v], *a) };
             }
         }
         col0 += 16 * NV;
@@ -163,13 +119,13 @@ fn span_cols<T>(dim: usize) -> usize {
 /// The CPU has AVX-512 F/BW/VL/DQ; `bags` passed `check_offsets` and `check_indices` for
 /// `table.len() / dim` rows; `(bags.len() - 1) * stride + dim <= out.len()` and `dim > 0`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
-pub(crate) unsafe fn pool<T: SimdRow, I: BagIndex, O: SimdOut>(
+unsafe fn pool_typed<T: OutElem, I: BagIndex, O: OutElem>(
     table: &[T],
-    dim: usize,
     bags: &Bags<'_, I>,
+    out: &mut [O],
+    dim: usize,
     mean: bool,
     prefetch: usize,
-    out: &mut [O],
     stride: usize,
 ) {
     macro_rules! go {
@@ -199,25 +155,15 @@ pub(crate) unsafe fn pool<T: SimdRow, I: BagIndex, O: SimdOut>(
     }
 }
 
-/// Everything [`apply`] needs besides the rows and the optimizer, as checked raw parts.
-pub(crate) struct ApplyJob<'a, O> {
-    /// Elements per row.
-    pub dim: usize,
-    /// Table row of the block's first row.
-    pub first_row: usize,
-    /// The lookups, every row inside the block.
-    pub lookups: &'a [Lookup],
-    /// The order rows and lookups are visited in.
-    pub order: O,
-    /// Start of the gradient rows.
-    pub grad: *const f32,
-    /// Distance between bags' gradient rows.
-    pub grad_stride: usize,
-    /// `dim.next_multiple_of(16)` floats of scratch.
-    pub scratch: *mut f32,
-    /// Units of `order` (lookups, or rows with chains) ahead whose rows are prefetched (0:
-    /// none).
-    pub prefetch: usize,
+/// The pooling entry: [`pool_typed`] with the job's element and index types.
+///
+/// # Safety
+///
+/// As [`crate::abi::PoolFn`].
+pub(crate) unsafe fn pool(job: PoolJob<'_>) {
+    let (dim, mean, prefetch, stride) = (job.dim, job.mean, job.prefetch, job.out_stride);
+    // SAFETY: the job was validated as `PoolJob` says, which is what `pool_typed` needs.
+    unsafe { with_pool_types!(job, pool_typed, (dim, mean, prefetch, stride)) }
 }
 
 /// The `i`-th vector the update visits of a row of `nvec`: the row's [`SPAN_BYTES`] spans
@@ -367,13 +313,14 @@ unsafe fn update_vec<R: MasterRows>(
 /// As [`apply`]; `state` is null for SGD (`ADAGRAD == false`), else covers every block row.
 #[inline(always)]
 unsafe fn apply_body<O: Order, R: MasterRows, const ADAGRAD: bool>(
-    job: &ApplyJob<'_, O>,
+    job: &ApplyJob<'_>,
+    order: O,
     rows: R,
     lr: f32,
     eps: f32,
     state: *mut f32,
 ) {
-    let (dim, lookups, order) = (job.dim, job.lookups, job.order);
+    let (dim, lookups) = (job.dim, job.lookups);
     let units = order.units();
     let nvec = dim.div_ceil(16);
     // SAFETY: register-only AVX-512F operation (this body is only inlined into the
@@ -486,8 +433,25 @@ unsafe fn apply_body<O: Order, R: MasterRows, const ADAGRAD: bool>(
 /// scratch holds `dim.next_multiple_of(16)` floats; `dim > 0`. (`job.order` needs no
 /// promise: it is indexed with bounds checks.)
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
-pub(crate) unsafe fn apply<O: Order>(
-    job: &ApplyJob<'_, O>,
+pub(crate) unsafe fn apply(job: &ApplyJob<'_>, rows: RowsMut<'_>, update: RowUpdate<'_>) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        match job.order {
+            Orders::Runs(o) => apply_order(job, o, rows, update),
+            Orders::Chains(o) => apply_order(job, o, rows, update),
+        }
+    }
+}
+
+/// [`apply`] in one visiting order.
+///
+/// # Safety
+///
+/// As [`apply`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+unsafe fn apply_order<O: Order>(
+    job: &ApplyJob<'_>,
+    order: O,
     rows: RowsMut<'_>,
     update: RowUpdate<'_>,
 ) {
@@ -501,10 +465,10 @@ pub(crate) unsafe fn apply<O: Order>(
     unsafe {
         match (rows, adagrad) {
             (RowsMut::F32(w), false) => {
-                apply_body::<_, _, false>(job, F32Rows(w.as_mut_ptr()), lr, eps, state)
+                apply_body::<_, _, false>(job, order, F32Rows(w.as_mut_ptr()), lr, eps, state)
             }
             (RowsMut::F32(w), true) => {
-                apply_body::<_, _, true>(job, F32Rows(w.as_mut_ptr()), lr, eps, state)
+                apply_body::<_, _, true>(job, order, F32Rows(w.as_mut_ptr()), lr, eps, state)
             }
             (RowsMut::Split { hi, lo }, ada) => {
                 let split = SplitRows {
@@ -512,9 +476,9 @@ pub(crate) unsafe fn apply<O: Order>(
                     lo: lo.as_mut_ptr(),
                 };
                 if ada {
-                    apply_body::<_, _, true>(job, split, lr, eps, state)
+                    apply_body::<_, _, true>(job, order, split, lr, eps, state)
                 } else {
-                    apply_body::<_, _, false>(job, split, lr, eps, state)
+                    apply_body::<_, _, false>(job, order, split, lr, eps, state)
                 }
             }
         }
