@@ -594,6 +594,41 @@ impl Brgemm {
         })
     }
 
+    /// A kernel on a chosen ISA with a chosen register tile instead of the CPU table's: for
+    /// benchmarks comparing tiles, and tests (no tile changes a result: every element of C
+    /// sums its products in the same order).
+    ///
+    /// # Errors
+    ///
+    /// As [`Brgemm::with_isa`], and [`KernelError::Unsupported`] for a tile larger than the
+    /// backend's register file holds (or with no rows or columns).
+    ///
+    /// ```
+    /// use dlrm_microkernels::{Brgemm, BrgemmDesc, Isa, RegisterTile};
+    /// let tile = RegisterTile { rows: 4, cols: 2 };
+    /// let k = Brgemm::with_tile(BrgemmDesc::f32(16, 16, 16), Isa::Portable, tile)?;
+    /// assert_eq!(k.register_tile(), tile);
+    /// # Ok::<(), dlrm_microkernels::KernelError>(())
+    /// ```
+    pub fn with_tile(desc: BrgemmDesc, isa: Isa, tile: RegisterTile) -> Result<Self, KernelError> {
+        let mut k = Self::with_isa(desc, isa)?;
+        let table = backend::get(isa)?;
+        let max = match desc.input {
+            DType::F32 => table.max_tile_f32,
+            DType::Bf16 => table.max_tile_bf16,
+        };
+        let fits = tile.rows <= max.rows
+            && tile.cols <= max.cols
+            && tile.accumulators() <= table.max_accumulators;
+        if tile.rows == 0 || tile.cols == 0 || !fits {
+            return Err(KernelError::Unsupported {
+                what: "a register tile larger than the backend's registers hold",
+            });
+        }
+        k.tile = tile;
+        Ok(k)
+    }
+
     /// The largest register tile this kernel uses (rows of C by vectors of columns), from
     /// the CPU table of [`crate::tuning`].
     ///

@@ -23,6 +23,7 @@ pub(crate) static BACKEND: Backend = Backend {
     lanes: 16,
     max_tile_f32: avx512::MAX_TILE_F32,
     max_tile_bf16: RegisterTile { rows: 14, cols: 4 },
+    max_accumulators: 28,
     block: 64,
     whole_input_max: 128,
     brgemm_f32: avx512::brgemm::f32_f32,

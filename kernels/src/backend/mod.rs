@@ -49,6 +49,9 @@ pub(crate) struct Backend {
     /// picks one at most this size.
     pub max_tile_f32: RegisterTile,
     pub max_tile_bf16: RegisterTile,
+    /// The most accumulators a tile may hold (the register file's size less the B vectors
+    /// and broadcasts a k step needs).
+    pub max_accumulators: usize,
     /// Preferred block size of the blocked MLP (rows, input and output features), and the
     /// widest input taken as one block.
     pub block: usize,

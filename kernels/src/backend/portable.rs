@@ -20,6 +20,7 @@ pub(crate) static BACKEND: Backend = Backend {
     lanes: 1,
     max_tile_f32: RegisterTile { rows: 8, cols: 64 },
     max_tile_bf16: RegisterTile { rows: 8, cols: 64 },
+    max_accumulators: 512,
     block: 64,
     whole_input_max: 128,
     brgemm_f32: brgemm::<f32, f32>,

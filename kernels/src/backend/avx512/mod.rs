@@ -30,6 +30,7 @@ pub(crate) static BACKEND: Backend = Backend {
     lanes: 16,
     max_tile_f32: MAX_TILE_F32,
     max_tile_bf16: RegisterTile { rows: 12, cols: 4 },
+    max_accumulators: 28,
     block: 64,
     whole_input_max: 128,
     brgemm_f32: brgemm::f32_f32,
