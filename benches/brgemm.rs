@@ -14,7 +14,9 @@ use std::time::Duration;
 use common::{Line, print_summary};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use dlrm_microkernels::peak::{self, Peak};
-use dlrm_microkernels::{Batch, Brgemm, BrgemmDesc, Isa, baselines, bf16, vnni};
+use dlrm_microkernels::{
+    Batch, Brgemm, BrgemmDesc, Isa, RegisterTile, baselines, bf16, tuning::Overrides, vnni,
+};
 
 const PEAK_ITERS: u64 = 400_000;
 
@@ -118,6 +120,59 @@ fn bench_blocks(c: &mut Criterion, lines: &mut Vec<Line>) {
         }
         g.finish();
     }
+}
+
+/// 64x64x64 x16 f32 on the best SIMD backend with each register tile that fits, to check the
+/// CPU table's choice ([`dlrm_microkernels::tuning`]) against its alternatives.
+fn bench_tiles(c: &mut Criterion, lines: &mut Vec<Line>) {
+    let isa = Isa::best();
+    if isa == Isa::Portable {
+        return;
+    }
+    let group = "brgemm_f32_tiles";
+    let mut g = c.benchmark_group(group);
+    g.measurement_time(Duration::from_secs(2));
+    g.warm_up_time(Duration::from_millis(500));
+    let (size, count) = (64usize, 16usize);
+    let desc = BrgemmDesc::f32(size, size, size);
+    let a = vec![0.5f32; size * size * count];
+    let b = vec![0.25f32; size * size * count];
+    let mut out = vec![0f32; size * size];
+    g.throughput(Throughput::Elements(desc.flops(count)));
+    let tiles = [
+        (6, 4),
+        (7, 3),
+        (8, 3),
+        (9, 3),
+        (12, 2),
+        (13, 2),
+        (14, 2),
+        (14, 1),
+    ];
+    for ((rows, cols), outer) in tiles.into_iter().flat_map(|t| [(t, false), (t, true)]) {
+        let tile = RegisterTile { rows, cols };
+        let o = Overrides {
+            tile: Some(tile),
+            pair_outer: Some(outer),
+            ..Overrides::default()
+        };
+        let Ok(kernel) = Brgemm::with_overrides(desc, isa, o) else {
+            continue;
+        };
+        let order = if outer { "pairs_outer" } else { "tiles_outer" };
+        let id = format!("{isa}/{rows}x{cols}_{order}");
+        g.bench_function(&id, |bch| {
+            bch.iter(|| kernel.run(Batch::strided(&a, &b, count), &mut out))
+        });
+        lines.push(Line {
+            group: group.into(),
+            id,
+            work: desc.flops(count) as f64,
+            unit: "GFLOP/s",
+            versus: versus_peak(Peak::Fp32Fma),
+        });
+    }
+    g.finish();
 }
 
 /// C[M x N] = A[M x K] B[K x N] from 64x64x64 BRGEMM calls, one thread.
@@ -225,9 +280,10 @@ fn main() {
         .measurement_time(Duration::from_secs(3))
         .configure_from_args();
     let mut lines = Vec::new();
-    eprintln!("active ISA: {:?}, best: {}", Isa::active(), Isa::best());
+    eprintln!("{}", dlrm_microkernels::diagnostics::Diagnostics::get());
     bench_peaks(&mut c, &mut lines);
     bench_blocks(&mut c, &mut lines);
+    bench_tiles(&mut c, &mut lines);
     bench_large_gemm(&mut c, &mut lines);
     c.final_summary();
     print_summary("brgemm", &lines);

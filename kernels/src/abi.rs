@@ -59,6 +59,9 @@ pub(crate) struct Params {
     pub c_extent: usize,
     /// The largest register tile to use (SIMD backends).
     pub tile: RegisterTile,
+    /// Run the batch as the outer loop, C carrying the sum between pairs (SIMD backends,
+    /// f32 C; see `backend::x86::tile::brgemm`).
+    pub pair_outer: bool,
     /// The epilogue, as raw pointers.
     pub epi: EpiPtrs,
 }

@@ -34,7 +34,7 @@
 
 use crate::abi::{BatchPtrs, Bf16Brgemm, BrgemmFn, EpiPtrs, Params};
 use crate::error::fits;
-use crate::tuning::{Bf16Gemm, Tuning};
+use crate::tuning::{Bf16Gemm, Overrides, Tuning};
 use crate::{DType, Element, Isa, KernelError, RegisterTile, backend};
 
 /// Whether a kernel overwrites C or adds to it (instead of a `beta` float).
@@ -520,6 +520,7 @@ pub struct Brgemm {
     desc: BrgemmDesc,
     isa: Isa,
     tile: RegisterTile,
+    pair_outer: bool,
     bf16_gemm: Bf16Gemm,
     body: Body,
 }
@@ -534,8 +535,8 @@ enum Body {
 impl PartialEq for Brgemm {
     /// Kernels are equal when built from the same descriptor with the same choices.
     fn eq(&self, other: &Self) -> bool {
-        (self.desc, self.isa, self.tile, self.bf16_gemm)
-            == (other.desc, other.isa, other.tile, other.bf16_gemm)
+        let key = |k: &Brgemm| (k.desc, k.isa, k.tile, k.pair_outer, k.bf16_gemm);
+        key(self) == key(other)
     }
 }
 
@@ -589,43 +590,70 @@ impl Brgemm {
             desc,
             isa,
             tile,
+            pair_outer: tuning.pair_outer,
             bf16_gemm: tuning.bf16_gemm,
             body,
         })
     }
 
-    /// A kernel on a chosen ISA with a chosen register tile instead of the CPU table's: for
-    /// benchmarks comparing tiles, and tests (no tile changes a result: every element of C
-    /// sums its products in the same order).
+    /// A kernel on a chosen ISA with some of the CPU table's choices overridden: for
+    /// benchmarks comparing tiles or bf16 paths, and tests that reach every path. (No tile
+    /// changes a result: every element of C sums its products in the same order.)
     ///
     /// # Errors
     ///
     /// As [`Brgemm::with_isa`], and [`KernelError::Unsupported`] for a tile larger than the
-    /// backend's register file holds (or with no rows or columns).
+    /// backend's register file holds (or with no rows or columns), or a bf16 path the backend
+    /// does not have.
     ///
     /// ```
-    /// use dlrm_microkernels::{Brgemm, BrgemmDesc, Isa, RegisterTile};
+    /// use dlrm_microkernels::{tuning::Overrides, Brgemm, BrgemmDesc, Isa, RegisterTile};
     /// let tile = RegisterTile { rows: 4, cols: 2 };
-    /// let k = Brgemm::with_tile(BrgemmDesc::f32(16, 16, 16), Isa::Portable, tile)?;
+    /// let o = Overrides { tile: Some(tile), ..Overrides::default() };
+    /// let k = Brgemm::with_overrides(BrgemmDesc::f32(16, 16, 16), Isa::Portable, o)?;
     /// assert_eq!(k.register_tile(), tile);
     /// # Ok::<(), dlrm_microkernels::KernelError>(())
     /// ```
-    pub fn with_tile(desc: BrgemmDesc, isa: Isa, tile: RegisterTile) -> Result<Self, KernelError> {
+    pub fn with_overrides(
+        desc: BrgemmDesc,
+        isa: Isa,
+        overrides: Overrides,
+    ) -> Result<Self, KernelError> {
         let mut k = Self::with_isa(desc, isa)?;
         let table = backend::get(isa)?;
-        let max = match desc.input {
-            DType::F32 => table.max_tile_f32,
-            DType::Bf16 => table.max_tile_bf16,
-        };
-        let fits = tile.rows <= max.rows
-            && tile.cols <= max.cols
-            && tile.accumulators() <= table.max_accumulators;
-        if tile.rows == 0 || tile.cols == 0 || !fits {
-            return Err(KernelError::Unsupported {
-                what: "a register tile larger than the backend's registers hold",
-            });
+        if let Some(tile) = overrides.tile {
+            let max = match desc.input {
+                DType::F32 => table.max_tile_f32,
+                DType::Bf16 => table.max_tile_bf16,
+            };
+            let fits = tile.rows <= max.rows
+                && tile.cols <= max.cols
+                && tile.accumulators() <= table.max_accumulators;
+            if tile.rows == 0 || tile.cols == 0 || !fits {
+                return Err(KernelError::Unsupported {
+                    what: "a register tile larger than the backend's registers hold",
+                });
+            }
+            k.tile = tile;
         }
-        k.tile = tile;
+        if let Some(outer) = overrides.pair_outer {
+            k.pair_outer = outer;
+        }
+        if let Some(path) = overrides.bf16_gemm {
+            let body = match (path, table.brgemm_bf16_dot) {
+                (Bf16Gemm::Dot, Some(dot)) => dot,
+                (Bf16Gemm::Dot, None) => {
+                    return Err(KernelError::Unsupported {
+                        what: "the bf16 dot-product path on a backend without one",
+                    });
+                }
+                (Bf16Gemm::Widen, _) => table.brgemm_bf16_widen,
+            };
+            k.bf16_gemm = path;
+            if desc.input == DType::Bf16 {
+                k.body = Body::Bf16(body);
+            }
+        }
         Ok(k)
     }
 
@@ -792,6 +820,7 @@ impl Brgemm {
             b_extent,
             c_extent,
             tile: self.tile,
+            pair_outer: self.pair_outer,
             epi: EpiPtrs {
                 active: epilogue.is_active(d.m, d.n),
                 bias: epilogue.bias.map_or(core::ptr::null(), <[f32]>::as_ptr),
@@ -812,7 +841,9 @@ impl Brgemm {
         unsafe {
             match (self.body, d.output) {
                 (Body::F32(f), _) => f(&p, &batch_ptrs(batch, d.batch), cp.cast()),
-                (Body::Bf16(f), DType::F32) => (f.to_f32)(&p, &batch_ptrs(batch, d.batch), cp.cast()),
+                (Body::Bf16(f), DType::F32) => {
+                    (f.to_f32)(&p, &batch_ptrs(batch, d.batch), cp.cast())
+                }
                 (Body::Bf16(f), DType::Bf16) => {
                     (f.to_bf16)(&p, &batch_ptrs(batch, d.batch), cp.cast())
                 }

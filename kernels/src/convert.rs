@@ -23,8 +23,8 @@
 
 use half::bf16;
 
-use crate::error::same_len;
 use crate::backend::{self, Backend};
+use crate::error::same_len;
 use crate::{Isa, KernelError};
 
 /// Conversions bound to an ISA. `Copy`, cheap to make.

@@ -73,7 +73,7 @@ features! {
     AVX512BF16 = 7, "avx512bf16";
     /// AMX tile registers (`ldtilecfg`, `tileloadd`, ...), with the OS enabling tile state in
     /// XCR0. Linux additionally asks each process to request the tile data state before use
-    /// ([`crate::sys::amx`]).
+    /// (see the `amx` backend).
     AMX_TILE = 8, "amx-tile";
     /// AMX bf16 tile multiply (`tdpbf16ps`).
     AMX_BF16 = 9, "amx-bf16";

@@ -44,7 +44,9 @@ impl Diagnostics {
         Diagnostics {
             cpu: Cpu::get(),
             available: Isa::available(),
-            requested: std::env::var(ISA_ENV_VAR).ok().filter(|v| !v.trim().is_empty()),
+            requested: std::env::var(ISA_ENV_VAR)
+                .ok()
+                .filter(|v| !v.trim().is_empty()),
             tuning: active.clone().and_then(Tuning::for_backend),
             active,
         }
@@ -70,7 +72,11 @@ impl fmt::Display for Diagnostics {
                 "kernel backend: {isa} ({why}); available: {}",
                 names.join(" ")
             )?,
-            Err(e) => writeln!(f, "kernel backend: none ({e}); available: {}", names.join(" "))?,
+            Err(e) => writeln!(
+                f,
+                "kernel backend: none ({e}); available: {}",
+                names.join(" ")
+            )?,
         }
         match &self.tuning {
             Ok(t) => {
@@ -81,11 +87,16 @@ impl fmt::Display for Diagnostics {
                 };
                 write!(
                     f,
-                    "tuning: {}; fp32 register tile {}x{} vectors; bf16 GEMM: {} ({source}), \
-                     tile {}x{}",
+                    "tuning: {}; fp32 register tile {}x{} vectors, {}; bf16 GEMM: {} \
+                     ({source}), tile {}x{}",
                     t.core,
                     t.f32_tile.rows,
                     t.f32_tile.cols,
+                    if t.pair_outer {
+                        "batch pairs outer"
+                    } else {
+                        "tiles outer"
+                    },
                     t.bf16_gemm,
                     t.bf16_tile.rows,
                     t.bf16_tile.cols

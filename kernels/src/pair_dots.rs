@@ -31,8 +31,8 @@
 //! # Ok::<(), dlrm_microkernels::KernelError>(())
 //! ```
 
-use crate::error::fits;
 use crate::backend::{self, Backend};
+use crate::error::fits;
 use crate::{Isa, KernelError};
 
 /// The pairwise-dot kernels for the ISA chosen at construction. `Copy`, cheap.
@@ -46,8 +46,6 @@ use crate::{Isa, KernelError};
 pub struct PairDots {
     table: &'static Backend,
 }
-
-
 
 impl PairDots {
     /// For the active ISA ([`Isa::active`]).
@@ -192,7 +190,6 @@ impl PairDots {
         Ok(())
     }
 }
-
 
 #[cfg(test)]
 mod tests {

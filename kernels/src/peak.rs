@@ -25,8 +25,6 @@ pub enum Peak {
     Bf16Dot,
 }
 
-/// Independent accumulators per loop iteration.
-
 impl Peak {
     /// The ISA the loop needs.
     ///

@@ -29,8 +29,8 @@
 
 use half::bf16;
 
-use crate::error::same_len;
 use crate::backend::{self, Backend};
+use crate::error::same_len;
 use crate::{Isa, KernelError};
 
 /// SGD updates bound to an ISA. `Copy`, cheap to make.

@@ -1,18 +1,18 @@
-//! Per-CPU choices made when a kernel is built: the BRGEMM register tile, and how bf16 GEMMs
-//! multiply where the backend offers more than one way.
+//! Per-CPU choices made when a kernel is built: the BRGEMM register tile and batch loop
+//! order, and how bf16 GEMMs multiply where the backend offers more than one way.
 //!
 //! Both come from a fixed table keyed by CPU vendor, family and model ([`Tuning::for_cpu`]),
 //! never from a timing taken at run time, so a result never depends on how busy the machine
-//! was when the kernel was built. The register tile does not change any result (every element
-//! of C sums its products in the same order whatever the tile); the bf16 path does (a
+//! was when the kernel was built. The register tile and the loop order do not change any result
+//! (every element of C sums its products in the same order either way); the bf16 path does (a
 //! `vdpbf16ps` sum rounds differently from two FMAs), which is why it can be forced with
 //! [`BF16_GEMM_ENV_VAR`].
 //!
-//! | CPU | fp32 tile | bf16 GEMM |
-//! |---|---|---|
-//! | Intel Xeon, Sapphire Rapids and later (two 512-bit FMA ports; `vdpbf16ps` at half the fp32 FMA rate) | 8 x 3 zmm | widen to fp32 |
-//! | Intel Xeon, Skylake-SP to Ice Lake (two 512-bit FMA ports) | 8 x 3 zmm | `vdpbf16ps` where present |
-//! | AMD Zen 4 / Zen 5, anything else | 6 x 4 zmm | `vdpbf16ps` where present |
+//! | CPU | fp32 tile | batch loop | bf16 GEMM |
+//! |---|---|---|---|
+//! | Intel Xeon, Sapphire Rapids and later (two 512-bit FMA ports; `vdpbf16ps` at half the fp32 FMA rate; told by model, or by AMX where a virtual machine hides the model) | 8 x 3 zmm | pairs outer | widen to fp32 |
+//! | Intel Xeon, Skylake-SP to Ice Lake (two 512-bit FMA ports) | 8 x 3 zmm | pairs outer | `vdpbf16ps` where present |
+//! | AMD Zen 4 / Zen 5, anything else | 6 x 4 zmm | tiles outer | `vdpbf16ps` where present |
 //!
 //! ```
 //! use dlrm_microkernels::{tuning::Tuning, Isa};
@@ -26,7 +26,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::OnceLock;
 
-use crate::cpu::{Cpu, Vendor};
+use crate::cpu::{Cpu, Features, Vendor};
 use crate::{Isa, KernelError, RegisterTile, backend};
 
 /// Name of the environment variable that forces the bf16 GEMM path (`dot` or `widen`).
@@ -77,16 +77,21 @@ impl FromStr for Bf16Gemm {
     }
 }
 
-/// One row of the CPU table.
+/// One row of the CPU table. A row applies when the vendor and family match and either the
+/// model is listed or the CPU has the row's telling features (virtual machines often report
+/// a model number that is not the host's; a feature such as AMX still tells the core).
 struct Row {
     /// What the row covers, for diagnostics.
     core: &'static str,
     vendor: Vendor,
     family: u32,
-    /// Display models the row covers (empty: every model of the family).
+    /// Display models the row covers.
     models: &'static [u32],
+    /// Features that identify the row's cores whatever model is reported (empty: none).
+    telling: Features,
     f32_tile: RegisterTile,
     bf16_gemm: Bf16Gemm,
+    pair_outer: bool,
 }
 
 /// Sapphire Rapids (0x8f), Emerald Rapids (0xcf), Granite Rapids (0xad, 0xae).
@@ -107,16 +112,20 @@ const TABLE: &[Row] = &[
         vendor: Vendor::Intel,
         family: 6,
         models: INTEL_SPR_AND_LATER,
+        telling: Features::AMX_TILE,
         f32_tile: TWO_PORT_TILE,
         bf16_gemm: Bf16Gemm::Widen,
+        pair_outer: true,
     },
     Row {
         core: "Intel Xeon, Skylake-SP to Ice Lake: two 512-bit FMA ports",
         vendor: Vendor::Intel,
         family: 6,
         models: INTEL_SKX_TO_ICX,
+        telling: Features::empty(),
         f32_tile: TWO_PORT_TILE,
         bf16_gemm: Bf16Gemm::Dot,
+        pair_outer: true,
     },
 ];
 
@@ -126,8 +135,10 @@ const DEFAULT_ROW: Row = Row {
     vendor: Vendor::Other,
     family: 0,
     models: &[],
+    telling: Features::empty(),
     f32_tile: DEFAULT_TILE,
     bf16_gemm: Bf16Gemm::Dot,
+    pair_outer: false,
 };
 
 /// Why the bf16 path is what it is.
@@ -157,6 +168,11 @@ pub struct Tuning {
     pub bf16_source: Bf16Source,
     /// The largest bf16 BRGEMM register tile (for the chosen path).
     pub bf16_tile: RegisterTile,
+    /// Whether f32-output BRGEMMs run the batch as the outer loop (C carrying the sum in L1
+    /// between pairs, each pair's B read once from L2) rather than keeping each tile in
+    /// registers across the batch (every tile streams all of B). Cores with two FMA ports
+    /// consume B faster than L2 streams it; the result is the same either way.
+    pub pair_outer: bool,
     /// f32 lanes per vector register of the backend (1 for portable).
     pub lanes: usize,
     /// The block size the backend's kernels prefer for the blocked MLP (rows of the batch,
@@ -188,7 +204,8 @@ impl Tuning {
     pub fn for_backend(isa: Isa) -> Result<Tuning, KernelError> {
         let table = backend::get(isa)?;
         let forced = forced_bf16()?;
-        let t = Tuning::for_cpu(isa, Cpu::get().vendor, Cpu::get().family, Cpu::get().model);
+        let cpu = Cpu::get();
+        let t = Tuning::for_cpu(isa, cpu.vendor, cpu.family, cpu.model, cpu.features);
         let has_dot = table.brgemm_bf16_dot.is_some();
         let (bf16_gemm, bf16_source) = match (forced, has_dot) {
             (Some(Bf16Gemm::Dot), false) => {
@@ -226,22 +243,34 @@ impl Tuning {
     /// documentation).
     ///
     /// ```
-    /// use dlrm_microkernels::{cpu::Vendor, tuning::{Bf16Gemm, Tuning}, Isa, RegisterTile};
+    /// use dlrm_microkernels::cpu::{Features, Vendor};
+    /// use dlrm_microkernels::{tuning::{Bf16Gemm, Tuning}, Isa, RegisterTile};
     ///
-    /// let spr = Tuning::for_cpu(Isa::Avx512Bf16, Vendor::Intel, 6, 0x8f);
+    /// let none = Features::empty();
+    /// let spr = Tuning::for_cpu(Isa::Avx512Bf16, Vendor::Intel, 6, 0x8f, none);
     /// assert_eq!(spr.bf16_gemm, Bf16Gemm::Widen);
     /// assert_eq!(spr.f32_tile, RegisterTile { rows: 8, cols: 3 });
-    /// let zen4 = Tuning::for_cpu(Isa::Avx512Bf16, Vendor::Amd, 0x19, 0x11);
+    /// // A virtual machine reporting another model: AMX still tells the core.
+    /// let vm = Tuning::for_cpu(Isa::Avx512Bf16, Vendor::Intel, 6, 0xa7, Features::AMX_TILE);
+    /// assert_eq!(vm.core, spr.core);
+    /// let zen4 = Tuning::for_cpu(Isa::Avx512Bf16, Vendor::Amd, 0x19, 0x11, none);
     /// assert_eq!(zen4.bf16_gemm, Bf16Gemm::Dot);
     /// assert_eq!(zen4.f32_tile, RegisterTile { rows: 6, cols: 4 });
     /// ```
-    pub fn for_cpu(isa: Isa, vendor: Vendor, family: u32, model: u32) -> Tuning {
+    pub fn for_cpu(
+        isa: Isa,
+        vendor: Vendor,
+        family: u32,
+        model: u32,
+        features: Features,
+    ) -> Tuning {
         let row = TABLE
             .iter()
             .find(|r| {
                 r.vendor == vendor
                     && r.family == family
-                    && (r.models.is_empty() || r.models.contains(&model))
+                    && (r.models.contains(&model)
+                        || (!r.telling.is_empty() && features.contains(r.telling)))
             })
             .unwrap_or(&DEFAULT_ROW);
         Tuning {
@@ -251,11 +280,30 @@ impl Tuning {
             bf16_gemm: row.bf16_gemm,
             bf16_source: Bf16Source::Table,
             bf16_tile: row.f32_tile,
+            pair_outer: row.pair_outer,
             lanes: 16,
             block: 64,
             whole_input_max: 128,
         }
     }
+}
+
+/// Choices to make instead of the CPU table's, for one kernel
+/// ([`crate::Brgemm::with_overrides`]).
+///
+/// ```
+/// use dlrm_microkernels::tuning::{Bf16Gemm, Overrides};
+/// let o = Overrides { bf16_gemm: Some(Bf16Gemm::Dot), ..Overrides::default() };
+/// assert!(o.tile.is_none());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Overrides {
+    /// The largest register tile.
+    pub tile: Option<RegisterTile>,
+    /// How bf16 GEMMs multiply.
+    pub bf16_gemm: Option<Bf16Gemm>,
+    /// The batch loop order (see [`Tuning::pair_outer`]).
+    pub pair_outer: Option<bool>,
 }
 
 /// A tile no larger than `max` in either direction.
@@ -284,11 +332,16 @@ mod tests {
     #[test]
     fn every_intel_xeon_row_uses_the_two_port_tile_and_others_the_default() {
         for m in INTEL_SPR_AND_LATER.iter().chain(INTEL_SKX_TO_ICX) {
-            let t = Tuning::for_cpu(Isa::Avx512, Vendor::Intel, 6, *m);
+            let t = Tuning::for_cpu(Isa::Avx512, Vendor::Intel, 6, *m, Features::empty());
             assert_eq!(t.f32_tile, TWO_PORT_TILE, "model {m:#x}");
         }
-        for (v, f, m) in [(Vendor::Amd, 0x19, 0x11), (Vendor::Intel, 6, 0x97), (Vendor::Other, 0, 0)] {
-            assert_eq!(Tuning::for_cpu(Isa::Avx512, v, f, m).f32_tile, DEFAULT_TILE);
+        for (v, f, m) in [
+            (Vendor::Amd, 0x19, 0x11),
+            (Vendor::Intel, 6, 0x97),
+            (Vendor::Other, 0, 0),
+        ] {
+            let t = Tuning::for_cpu(Isa::Avx512, v, f, m, Features::AVX512F);
+            assert_eq!(t.f32_tile, DEFAULT_TILE);
         }
     }
 
@@ -307,7 +360,9 @@ mod tests {
         for isa in Isa::available() {
             let t = Tuning::for_backend(isa).unwrap();
             let b = backend::get(isa).unwrap();
-            assert!(t.f32_tile.rows <= b.max_tile_f32.rows && t.f32_tile.cols <= b.max_tile_f32.cols);
+            assert!(
+                t.f32_tile.rows <= b.max_tile_f32.rows && t.f32_tile.cols <= b.max_tile_f32.cols
+            );
             assert!(t.bf16_tile.rows <= b.max_tile_bf16.rows);
             assert!(t.bf16_tile.accumulators() <= 24);
         }

@@ -1,7 +1,9 @@
 //! BRGEMM against one plain f64 reference, on every ISA this machine has.
 
+use dlrm_microkernels::tuning::{Bf16Gemm, Overrides};
 use dlrm_microkernels::{
-    ALayout, Accum, Batch, BatchKind, Brgemm, BrgemmDesc, DType, Isa, KernelError, bf16, vnni,
+    ALayout, Accum, Batch, BatchKind, Brgemm, BrgemmDesc, DType, Isa, KernelError, RegisterTile,
+    bf16, vnni,
 };
 use proptest::prelude::*;
 
@@ -280,8 +282,6 @@ fn check_case(case: &Case) -> Result<(), TestCaseError> {
     let d = &o.desc;
     // Rounding: f32 accumulation over k * count (+1) terms; bf16 output adds one rounding.
     let terms = (d.k * o.a_starts.len() + 2) as f64;
-    let u32_ = f32::EPSILON as f64 / 2.0;
-    let u_bf16 = 2f64.powi(-8);
     for isa in Isa::ALL {
         if !isa.is_available() {
             eprintln!("skip: ISA {isa} is not available on this CPU");
@@ -289,29 +289,108 @@ fn check_case(case: &Case) -> Result<(), TestCaseError> {
         }
         let kernel = Brgemm::with_isa(*d, isa).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let got = run_kernel(&kernel, &o).map_err(|e| TestCaseError::fail(e.to_string()))?;
-        for (idx, (&g, &c0)) in got.iter().zip(&o.c0).enumerate() {
-            if c0 == SENTINEL {
-                prop_assert_eq!(g, SENTINEL, "{}: sentinel at {} overwritten", isa, idx);
+        // Every register tile gives the same bits; every bf16 path meets the same bound.
+        for overrides in overrides_to_try() {
+            let Ok(k) = Brgemm::with_overrides(*d, isa, overrides) else {
                 continue;
+            };
+            let alt = run_kernel(&k, &o).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            if overrides.bf16_gemm.is_none() || d.input == DType::F32 {
+                let same = alt
+                    .iter()
+                    .zip(&got)
+                    .all(|(x, y)| x.to_bits() == y.to_bits());
+                prop_assert!(
+                    same,
+                    "{} {:?}: tile {:?} changed a result",
+                    isa,
+                    d,
+                    overrides
+                );
+            } else {
+                check_within(&alt, &o, &want, &mag, terms, isa, &format!("{overrides:?}"))?;
             }
-            let tol = terms * u32_ * mag[idx]
-                + if d.output == DType::Bf16 {
-                    u_bf16 * want[idx].abs()
-                } else {
-                    0.0
-                }
-                + 1e-30;
-            prop_assert!(
-                (g as f64 - want[idx]).abs() <= tol,
-                "{} {:?}: C[{}] = {} but reference {} (tol {})",
-                isa,
-                d,
-                idx,
-                g,
-                want[idx],
-                tol
-            );
         }
+        check_within(&got, &o, &want, &mag, terms, isa, "default")?;
+    }
+    Ok(())
+}
+
+/// Tiles and bf16 paths besides the CPU table's choice.
+fn overrides_to_try() -> Vec<Overrides> {
+    let tiles = [
+        (1, 1),
+        (5, 4),
+        (6, 4),
+        (8, 3),
+        (9, 3),
+        (12, 2),
+        (14, 2),
+        (14, 1),
+    ];
+    let mut v: Vec<Overrides> = tiles
+        .iter()
+        .flat_map(|&(rows, cols)| {
+            [false, true].map(|outer| Overrides {
+                tile: Some(RegisterTile { rows, cols }),
+                pair_outer: Some(outer),
+                bf16_gemm: None,
+            })
+        })
+        .collect();
+    for path in [Bf16Gemm::Dot, Bf16Gemm::Widen] {
+        v.push(Overrides {
+            bf16_gemm: Some(path),
+            ..Overrides::default()
+        });
+    }
+    v
+}
+
+/// `got` against the f64 reference within the f32 accumulation bound (plus one bf16
+/// rounding for bf16 output), sentinels untouched.
+fn check_within(
+    got: &[f32],
+    o: &Operands,
+    want: &[f64],
+    mag: &[f64],
+    terms: f64,
+    isa: Isa,
+    what: &str,
+) -> Result<(), TestCaseError> {
+    let d = &o.desc;
+    let u32_ = f32::EPSILON as f64 / 2.0;
+    let u_bf16 = 2f64.powi(-8);
+    for (idx, (&g, &c0)) in got.iter().zip(&o.c0).enumerate() {
+        if c0 == SENTINEL {
+            prop_assert_eq!(
+                g,
+                SENTINEL,
+                "{} {}: sentinel at {} overwritten",
+                isa,
+                what,
+                idx
+            );
+            continue;
+        }
+        let tol = terms * u32_ * mag[idx]
+            + if d.output == DType::Bf16 {
+                u_bf16 * want[idx].abs()
+            } else {
+                0.0
+            }
+            + 1e-30;
+        prop_assert!(
+            (g as f64 - want[idx]).abs() <= tol,
+            "{} {} {:?}: C[{}] = {} but reference {} (tol {})",
+            isa,
+            what,
+            d,
+            idx,
+            g,
+            want[idx],
+            tol
+        );
     }
     Ok(())
 }

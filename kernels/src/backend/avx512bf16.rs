@@ -13,7 +13,7 @@ use half::bf16;
 use super::Backend;
 use super::avx512::{self, Zmm};
 use super::x86::tile::{self, Dot};
-use crate::abi::{BatchPtrs, Bf16Brgemm, PeakLoop, Params};
+use crate::abi::{BatchPtrs, Bf16Brgemm, Params, PeakLoop};
 use crate::{Isa, RegisterTile};
 
 /// The AVX512-BF16 table: `avx512`'s entries, named one by one, with the bf16 dot-product

@@ -6,9 +6,7 @@
 use half::bf16;
 
 use super::Backend;
-use crate::abi::{
-    ApplyJob, BatchPtrs, Bf16Brgemm, EltwiseFns, Order, Orders, Params, PoolJob,
-};
+use crate::abi::{ApplyJob, BatchPtrs, Bf16Brgemm, EltwiseFns, Order, Orders, Params, PoolJob};
 use crate::activation::Activation;
 use crate::dtype::{Element, SliceMut, SliceRef};
 use crate::embedding::types::{BagIndex, Bags, Lookup, RowUpdate, RowsMut};
@@ -625,7 +623,12 @@ pub(crate) mod eltwise {
     }
 
     #[inline(always)]
-    pub(crate) unsafe fn column_sums(block: SliceRef<'_>, rows: usize, cols: usize, sums: &mut [f32]) {
+    pub(crate) unsafe fn column_sums(
+        block: SliceRef<'_>,
+        rows: usize,
+        cols: usize,
+        sums: &mut [f32],
+    ) {
         let sums = &mut sums[..cols];
         match block {
             SliceRef::F32(b) => column_sums_t(&b[..rows * cols], cols, sums),
@@ -687,7 +690,9 @@ pub(crate) mod eltwise {
     ) {
         let acc = &mut acc[..rows];
         match (block, w) {
-            (SliceRef::F32(b), SliceRef::F32(w)) => row_dots_t(&b[..rows * cols], cols, &w[..cols], acc),
+            (SliceRef::F32(b), SliceRef::F32(w)) => {
+                row_dots_t(&b[..rows * cols], cols, &w[..cols], acc)
+            }
             (SliceRef::Bf16(b), SliceRef::Bf16(w)) => {
                 row_dots_t(&b[..rows * cols], cols, &w[..cols], acc)
             }

@@ -75,7 +75,6 @@ use crate::abi::{AnyBags, ApplyJob, Order, Orders, PoolJob, Runs};
 use crate::backend::{self, Backend};
 use crate::{Element, Isa, KernelError};
 
-
 /// What went wrong in an embedding kernel. Kernels check everything before they write: on
 /// error, no output and no row has been touched.
 ///
@@ -673,8 +672,6 @@ fn check_lookups(
     Ok(())
 }
 
-
-
 /// Offsets non-negative, non-decreasing, at most `end`; `end <= indices.len()`; weights as
 /// many as indices.
 fn check_offsets<I: BagIndex>(bags: &Bags<'_, I>) -> Result<(), BagError> {
@@ -746,9 +743,6 @@ fn check_indices<I: BagIndex>(bags: &Bags<'_, I>, rows: usize) -> Result<(), Bag
         rows,
     })
 }
-
-
-
 
 /// Bags with their index type erased, for the backends.
 fn erase<'a, I: BagIndex>(b: &Bags<'a, I>) -> AnyBags<'a> {

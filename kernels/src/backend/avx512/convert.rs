@@ -187,4 +187,3 @@ pub(crate) unsafe fn split_sgd(hi: &mut [bf16], lo: &mut [u16], g: &[f32], lr: f
         }
     }
 }
-

@@ -214,4 +214,3 @@ pub(crate) unsafe fn pack_pairs32(src: *const u32, k: usize, n: usize, dst: *mut
         }
     }
 }
-

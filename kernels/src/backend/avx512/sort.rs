@@ -37,8 +37,7 @@ unsafe fn network<const NV: usize>(v: &mut [__m512i; NV]) {
                     let step = j / 16;
                     for a in (0..NV).filter(|a| a & step == 0) {
                         let b = a + step;
-                        let (lo, hi) =
-                            (_mm512_min_epu32(v[a], v[b]), _mm512_max_epu32(v[a], v[b]));
+                        let (lo, hi) = (_mm512_min_epu32(v[a], v[b]), _mm512_max_epu32(v[a], v[b]));
                         (v[a], v[b]) = if (16 * a) & k == 0 {
                             (lo, hi)
                         } else {

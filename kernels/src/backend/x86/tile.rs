@@ -88,9 +88,8 @@ unsafe fn tile<V: Vector, D: Dot<V>, O: OutElem, const MR: usize, const NR: usiz
             // the VNNI / row-major row s of B_i; lanes past n are masked.
             unsafe {
                 let bs = b.add(s * b_step);
-                let bv: [D::B; NR] = core::array::from_fn(|j| {
-                    D::load_b(bs.add(lanes * j * D::K_STEP), masks[j])
-                });
+                let bv: [D::B; NR] =
+                    core::array::from_fn(|j| D::load_b(bs.add(lanes * j * D::K_STEP), masks[j]));
                 for (r, acc_r) in acc.iter_mut().enumerate() {
                     let av = D::bcast_a(a.add(r * p.a_row + s * D::K_STEP * p.a_k));
                     for (acc_rj, bvj) in acc_r.iter_mut().zip(bv) {
@@ -208,16 +207,64 @@ macro_rules! dispatch_tile {
     };
 }
 
-/// The whole BRGEMM for one call: tiles C and runs each tile over the batch.
+/// The whole BRGEMM for one call.
 ///
-/// Tiles are at most `p.tile` (columns capped at 4 vectors, rows at 14); where fewer
-/// columns remain, the rows grow so the tile keeps the same number of accumulators.
+/// With `p.pair_outer` and an f32 C, the batch is the outer loop: every tile of C takes one
+/// pair at a time, C carrying the sum between pairs in memory (exactly: it is f32), so one
+/// pair's B stays in L1 while all the tiles sweep it, instead of every tile streaming all the
+/// pairs' B from L2. Otherwise (and for bf16 C, which must not round between pairs) each tile
+/// keeps its accumulators in registers across the whole batch. Both orders add the same
+/// products in the same order into each element.
 ///
 /// # Safety
 ///
 /// As for [`tile`]: the API validated the accesses, and the CPU has what `V` and `D` need.
 #[inline(always)]
 pub(crate) unsafe fn brgemm<V: Vector, D: Dot<V>, O: OutElem>(
+    p: &Params,
+    batch: &BatchPtrs<'_, D::Elem>,
+    c: *mut O,
+) {
+    if !(p.pair_outer && p.count > 1 && O::DTYPE == crate::DType::F32) {
+        // SAFETY: forwarded from the caller.
+        unsafe { tiles::<V, D, O>(p, batch, c) };
+        return;
+    }
+    let inactive = crate::abi::EpiPtrs {
+        active: false,
+        ..p.epi
+    };
+    for i in 0..p.count {
+        // SAFETY: i < count (the API validated every pair).
+        let (a, b) = unsafe { batch.get(i) };
+        let one = BatchPtrs::Strided {
+            a,
+            b,
+            stride_a: 0,
+            stride_b: 0,
+        };
+        let last = i + 1 == p.count;
+        let pi = Params {
+            count: 1,
+            accumulate: p.accumulate || i > 0,
+            epi: if last { p.epi } else { inactive },
+            ..*p
+        };
+        // SAFETY: the single pair is pair i of the validated batch; C as before.
+        unsafe { tiles::<V, D, O>(&pi, &one, c) };
+    }
+}
+
+/// Every tile of C over the whole batch of `p`.
+///
+/// Tiles are at most `p.tile` (columns capped at 4 vectors, rows at 14); where fewer
+/// columns remain, the rows grow so the tile keeps the same number of accumulators.
+///
+/// # Safety
+///
+/// As for [`brgemm`].
+#[inline(always)]
+unsafe fn tiles<V: Vector, D: Dot<V>, O: OutElem>(
     p: &Params,
     batch: &BatchPtrs<'_, D::Elem>,
     c: *mut O,
