@@ -24,6 +24,7 @@ fn peak_id(p: Peak) -> &'static str {
     match p {
         Peak::Fp32Fma => "fp32_fma",
         Peak::Bf16Dot => "bf16_dot",
+        Peak::AmxTiles => "amx_tiles",
     }
 }
 

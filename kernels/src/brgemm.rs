@@ -579,10 +579,9 @@ impl Brgemm {
         let (tile, body) = match desc.input {
             DType::F32 => (tuning.f32_tile, Body::F32(table.brgemm_f32)),
             DType::Bf16 => {
-                let body = match (tuning.bf16_gemm, table.brgemm_bf16_dot) {
-                    (Bf16Gemm::Dot, Some(dot)) => dot,
-                    (Bf16Gemm::Dot, None) | (Bf16Gemm::Widen, _) => table.brgemm_bf16_widen,
-                };
+                let body = table
+                    .bf16_body(tuning.bf16_gemm)
+                    .unwrap_or(table.brgemm_bf16_widen);
                 (tuning.bf16_tile, Body::Bf16(body))
             }
         };
@@ -640,15 +639,9 @@ impl Brgemm {
             k.pair_outer = outer;
         }
         if let Some(path) = overrides.bf16_gemm {
-            let body = match (path, table.brgemm_bf16_dot) {
-                (Bf16Gemm::Dot, Some(dot)) => dot,
-                (Bf16Gemm::Dot, None) => {
-                    return Err(KernelError::Unsupported {
-                        what: "the bf16 dot-product path on a backend without one",
-                    });
-                }
-                (Bf16Gemm::Widen, _) => table.brgemm_bf16_widen,
-            };
+            let body = table.bf16_body(path).ok_or(KernelError::Unsupported {
+                what: "a bf16 path this backend lacks",
+            })?;
             k.bf16_gemm = path;
             if desc.input == DType::Bf16 {
                 k.body = Body::Bf16(body);

@@ -73,13 +73,32 @@ features! {
     AVX512BF16 = 7, "avx512bf16";
     /// AMX tile registers (`ldtilecfg`, `tileloadd`, ...), with the OS enabling tile state in
     /// XCR0. Linux additionally asks each process to request the tile data state before use
-    /// (see the `amx` backend).
+    /// ([`crate::sys::amx`]).
     AMX_TILE = 8, "amx-tile";
     /// AMX bf16 tile multiply (`tdpbf16ps`).
     AMX_BF16 = 9, "amx-bf16";
 }
 
 impl Features {
+    /// The set as a bit mask (for storing it; the bit positions are not a stable format).
+    ///
+    /// ```
+    /// use dlrm_microkernels::cpu::Features;
+    /// assert_eq!(Features::from_bits(Features::AVX2.bits()), Features::AVX2);
+    /// ```
+    pub const fn bits(self) -> u32 {
+        self.0
+    }
+
+    /// The set of a bit mask from [`Features::bits`].
+    ///
+    /// ```
+    /// assert!(dlrm_microkernels::cpu::Features::from_bits(0).is_empty());
+    /// ```
+    pub const fn from_bits(bits: u32) -> Features {
+        Features(bits)
+    }
+
     /// No features.
     ///
     /// ```

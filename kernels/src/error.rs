@@ -96,6 +96,14 @@ pub enum KernelError {
         /// The best ISA this CPU has.
         best: Isa,
     },
+    /// The CPU has the backend's instructions but the operating system refused them to this
+    /// process (AMX tile state).
+    IsaRefused {
+        /// What was asked for.
+        requested: Isa,
+        /// The OS's answer.
+        reason: String,
+    },
     /// An environment variable that selects a kernel setting has a value it does not know.
     UnknownSetting {
         /// The variable.
@@ -167,6 +175,9 @@ impl fmt::Display for KernelError {
                 "ISA {requested} is not available on this CPU (it lacks {missing}; \
                  best available: {best})"
             ),
+            KernelError::IsaRefused { requested, reason } => {
+                write!(f, "ISA {requested} cannot be used: {reason}")
+            }
             KernelError::UnknownSetting {
                 variable,
                 value,

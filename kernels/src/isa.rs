@@ -37,11 +37,15 @@ pub enum Isa {
     Avx512,
     /// AVX-512 plus AVX512-BF16 (`vdpbf16ps`; Cooper Lake, Sapphire Rapids, Zen 4).
     Avx512Bf16,
+    /// AVX512-BF16 plus AMX tiles (`tdpbf16ps`; Sapphire Rapids and later), where Linux
+    /// grants this process the tile state ([`crate::sys::amx`]): bf16 GEMMs on tile
+    /// registers, everything else as `avx512bf16`.
+    Amx,
 }
 
 impl Isa {
     /// Every backend, in the order of preference for the default (most preferred last).
-    pub const ALL: [Isa; 3] = [Isa::Portable, Isa::Avx512, Isa::Avx512Bf16];
+    pub const ALL: [Isa; 4] = [Isa::Portable, Isa::Avx512, Isa::Avx512Bf16, Isa::Amx];
 
     /// The lower-case name used by [`ISA_ENV_VAR`] and [`FromStr`].
     ///
@@ -53,6 +57,7 @@ impl Isa {
             Isa::Portable => "portable",
             Isa::Avx512 => "avx512",
             Isa::Avx512Bf16 => "avx512bf16",
+            Isa::Amx => "amx",
         }
     }
 
@@ -70,6 +75,7 @@ impl Isa {
             Isa::Portable => Features::empty(),
             Isa::Avx512 => avx512,
             Isa::Avx512Bf16 => avx512 | Features::AVX512BF16,
+            Isa::Amx => avx512 | Features::AVX512BF16 | Features::AMX_TILE | Features::AMX_BF16,
         }
     }
 
@@ -92,7 +98,7 @@ impl Isa {
     /// ```
     pub fn best() -> Isa {
         static BEST: OnceLock<Isa> = OnceLock::new();
-        *BEST.get_or_init(|| best_for(Cpu::get().features))
+        *BEST.get_or_init(|| best_for(usable_features()))
     }
 
     /// Whether this CPU can run this backend.
@@ -101,7 +107,7 @@ impl Isa {
     /// assert!(dlrm_microkernels::Isa::Portable.is_available());
     /// ```
     pub fn is_available(self) -> bool {
-        self.runs_on(Cpu::get().features)
+        self.runs_on(usable_features())
     }
 
     /// Every backend this CPU can run, in [`Isa::ALL`] order (always starts with `Portable`).
@@ -134,7 +140,7 @@ impl Isa {
         ACTIVE
             .get_or_init(|| {
                 let var = std::env::var(ISA_ENV_VAR).ok();
-                resolve(var.as_deref(), Cpu::get().features)
+                resolve(var.as_deref(), usable_features()).map_err(refine)
             })
             .clone()
     }
@@ -151,8 +157,40 @@ impl Isa {
     /// assert_eq!(Isa::Portable.require(), Ok(Isa::Portable));
     /// ```
     pub fn require(self) -> Result<Isa, KernelError> {
-        check(self, Cpu::get().features)
+        check(self, usable_features()).map_err(refine)
     }
+}
+
+/// An unavailable backend that the CPU has but the OS refused (AMX), with the OS's reason.
+fn refine(e: KernelError) -> KernelError {
+    match e {
+        KernelError::IsaUnavailable { requested, .. }
+            if Cpu::get().features.contains(requested.needs()) =>
+        {
+            KernelError::IsaRefused {
+                requested,
+                reason: crate::sys::amx::permission()
+                    .err()
+                    .unwrap_or_else(|| "refused by the operating system".into()),
+            }
+        }
+        e => e,
+    }
+}
+
+/// The CPU's features less the AMX ones when Linux refuses this process the tile state
+/// (asked once, on first use: see [`crate::sys::amx::permission`]).
+pub(crate) fn usable_features() -> Features {
+    static USABLE: OnceLock<Features> = OnceLock::new();
+    *USABLE.get_or_init(|| {
+        let f = Cpu::get().features;
+        let amx = Features::AMX_TILE | Features::AMX_BF16;
+        if f.contains(amx) && crate::sys::amx::permission().is_err() {
+            Features::from_bits(f.bits() & !amx.bits())
+        } else {
+            f
+        }
+    })
 }
 
 /// The most preferred backend a CPU with `features` runs.
@@ -236,7 +274,7 @@ mod tests {
         let err = "sse2".parse::<Isa>().unwrap_err();
         assert_eq!(
             err.to_string(),
-            "unknown ISA \"sse2\": expected one of portable, avx512, avx512bf16"
+            "unknown ISA \"sse2\": expected one of portable, avx512, avx512bf16, amx"
         );
     }
 

@@ -23,6 +23,8 @@ pub enum Peak {
     Fp32Fma,
     /// `vdpbf16ps zmm`: 64 FLOP per instruction.
     Bf16Dot,
+    /// `tdpbf16ps` on 16 x 16 x 32 tiles already loaded: 16,384 FLOP per instruction.
+    AmxTiles,
 }
 
 impl Peak {
@@ -36,6 +38,7 @@ impl Peak {
         match self {
             Peak::Fp32Fma => Isa::Avx512,
             Peak::Bf16Dot => Isa::Avx512Bf16,
+            Peak::AmxTiles => Isa::Amx,
         }
     }
 
@@ -62,6 +65,7 @@ impl Peak {
         let entry = |t: &Backend| match self {
             Peak::Fp32Fma => t.fma_peak,
             Peak::Bf16Dot => t.bf16_dot_peak,
+            Peak::AmxTiles => t.tile_peak,
         };
         backend::get(self.isa()).ok().and_then(entry)
     }

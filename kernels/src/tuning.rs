@@ -39,6 +39,10 @@ pub enum Bf16Gemm {
     Dot,
     /// Each bf16 widened to fp32 (a shift) and multiplied with fp32 FMAs: two per pair.
     Widen,
+    /// AMX tile registers (`tdpbf16ps`, 16 x 16 x 32 per instruction; the `amx` backend).
+    Tiles,
+    /// The tile body on a software model of the tile instructions: slow, any CPU; for tests.
+    TilesModel,
 }
 
 impl Bf16Gemm {
@@ -51,6 +55,8 @@ impl Bf16Gemm {
         match self {
             Bf16Gemm::Dot => "dot",
             Bf16Gemm::Widen => "widen",
+            Bf16Gemm::Tiles => "tiles",
+            Bf16Gemm::TilesModel => "tiles-model",
         }
     }
 }
@@ -68,10 +74,12 @@ impl FromStr for Bf16Gemm {
         match s.trim().to_ascii_lowercase().as_str() {
             "dot" => Ok(Bf16Gemm::Dot),
             "widen" => Ok(Bf16Gemm::Widen),
+            "tiles" => Ok(Bf16Gemm::Tiles),
+            "tiles-model" => Ok(Bf16Gemm::TilesModel),
             _ => Err(KernelError::UnknownSetting {
                 variable: BF16_GEMM_ENV_VAR,
                 value: s.to_string(),
-                expected: "dot, widen",
+                expected: "dot, widen, tiles, tiles-model",
             }),
         }
     }
@@ -206,20 +214,22 @@ impl Tuning {
         let forced = forced_bf16()?;
         let cpu = Cpu::get();
         let t = Tuning::for_cpu(isa, cpu.vendor, cpu.family, cpu.model, cpu.features);
-        let has_dot = table.brgemm_bf16_dot.is_some();
-        let (bf16_gemm, bf16_source) = match (forced, has_dot) {
-            (Some(Bf16Gemm::Dot), false) => {
+        let (bf16_gemm, bf16_source) = match forced {
+            Some(g) if table.bf16_body(g).is_none() => {
                 return Err(KernelError::Unsupported {
-                    what: "DLRM_BF16_GEMM=dot on a backend without a bf16 dot-product \
-                           instruction (use widen, or DLRM_ISA=avx512bf16)",
+                    what: "a DLRM_BF16_GEMM path this backend lacks (dot needs avx512bf16, \
+                           tiles needs amx; widen and tiles-model run everywhere)",
                 });
             }
-            (Some(g), _) => (g, Bf16Source::Environment),
-            (None, false) => (Bf16Gemm::Widen, Bf16Source::OnlyWay),
-            (None, true) => (t.bf16_gemm, Bf16Source::Table),
+            Some(g) => (g, Bf16Source::Environment),
+            // Tiles where the backend has them; else, with a dot-product instruction, the
+            // CPU table's choice between it and widening; else widening.
+            None if table.brgemm_bf16_tiles.is_some() => (Bf16Gemm::Tiles, Bf16Source::Table),
+            None if table.brgemm_bf16_dot.is_some() => (t.bf16_gemm, Bf16Source::Table),
+            None => (Bf16Gemm::Widen, Bf16Source::OnlyWay),
         };
         let bf16_tile = match bf16_gemm {
-            Bf16Gemm::Dot => t.f32_tile,
+            Bf16Gemm::Dot | Bf16Gemm::Tiles | Bf16Gemm::TilesModel => t.f32_tile,
             // Two registers per widened B vector: fewer accumulators fit.
             Bf16Gemm::Widen => RegisterTile {
                 rows: (20 / t.f32_tile.cols).min(t.f32_tile.rows),
@@ -351,7 +361,8 @@ mod tests {
         let err = "fast".parse::<Bf16Gemm>().unwrap_err();
         assert_eq!(
             err.to_string(),
-            "DLRM_BF16_GEMM=\"fast\" is not a known setting (expected one of: dot, widen)"
+            "DLRM_BF16_GEMM=\"fast\" is not a known setting (expected one of: dot, widen, tiles, \
+             tiles-model)"
         );
     }
 

@@ -31,10 +31,9 @@ pub(crate) static BACKEND: Backend = Backend {
         to_f32: avx512::brgemm::bf16_widen_f32,
         to_bf16: avx512::brgemm::bf16_widen_bf16,
     },
-    brgemm_bf16_dot: Some(Bf16Brgemm {
-        to_f32: bf16_dot_f32,
-        to_bf16: bf16_dot_bf16,
-    }),
+    brgemm_bf16_dot: Some(DOT),
+    brgemm_bf16_tiles: None,
+    brgemm_bf16_tiles_model: super::amx::model::MODEL,
     f32_to_bf16: avx512::convert::f32_to_bf16,
     bf16_to_f32: avx512::convert::bf16_to_f32,
     split_f32: avx512::convert::split_f32,
@@ -54,10 +53,20 @@ pub(crate) static BACKEND: Backend = Backend {
     sort_unique: avx512::sort::sort_unique,
     eltwise: avx512::ELTWISE,
     fma_peak: Some(avx512::FMA_PEAK),
-    bf16_dot_peak: Some(PeakLoop {
-        flops_per_iteration: avx512::PEAK_CHAINS as u64 * 64,
-        run: bf16_dot_peak,
-    }),
+    bf16_dot_peak: Some(DOT_PEAK),
+    tile_peak: None,
+};
+
+/// The bf16 BRGEMM on `vdpbf16ps`.
+pub(crate) const DOT: Bf16Brgemm = Bf16Brgemm {
+    to_f32: bf16_dot_f32,
+    to_bf16: bf16_dot_bf16,
+};
+
+/// The `vdpbf16ps` peak loop.
+pub(crate) const DOT_PEAK: PeakLoop = PeakLoop {
+    flops_per_iteration: avx512::PEAK_CHAINS as u64 * 64,
+    run: bf16_dot_peak,
 };
 
 /// bf16 with `vdpbf16ps`: one instruction per k pair.

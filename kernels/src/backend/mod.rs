@@ -7,6 +7,7 @@
 //! | `x86` | (shared) | the BRGEMM register-tile body, generic over vector width and mask |
 //! | `avx512` | `Avx512` | zmm kernels for everything; bf16 GEMMs widen to fp32 |
 //! | `avx512bf16` | `Avx512Bf16` | `avx512`'s entries, plus bf16 GEMMs on `vdpbf16ps` |
+//! | `amx` | `Amx` | `avx512bf16`'s entries, plus bf16 GEMMs on AMX tiles (and a software model of the tiles every table offers, for tests) |
 //!
 //! The API modules validate a call, then run the entry of the table chosen when their kernel
 //! was built; nothing outside this directory tests which ISA is in use. A backend's table may
@@ -24,12 +25,13 @@
 use crate::abi::{ApplyFn, Bf16Brgemm, BrgemmFn, EltwiseFns, PeakLoop, PoolFn};
 use crate::{Isa, KernelError, RegisterTile};
 
+pub(crate) mod amx;
 pub(crate) mod portable;
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512;
 #[cfg(target_arch = "x86_64")]
-mod avx512bf16;
+pub(crate) mod avx512bf16;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86;
 
@@ -63,6 +65,11 @@ pub(crate) struct Backend {
     pub brgemm_bf16_widen: Bf16Brgemm,
     /// bf16 pairs on a dot-product instruction (`vdpbf16ps`), where the CPU has one.
     pub brgemm_bf16_dot: Option<Bf16Brgemm>,
+    /// bf16 on AMX tile registers, where the CPU has them.
+    pub brgemm_bf16_tiles: Option<Bf16Brgemm>,
+    /// The same tile body on the software model of the tile instructions (every backend:
+    /// it needs no CPU feature; for tests).
+    pub brgemm_bf16_tiles_model: Bf16Brgemm,
 
     // Conversions and Split-SGD (lengths equal).
     pub f32_to_bf16: unsafe fn(&[f32], &mut [bf16]),
@@ -99,6 +106,7 @@ pub(crate) struct Backend {
     // Peak loops (None where the backend has no such instruction).
     pub fma_peak: Option<PeakLoop>,
     pub bf16_dot_peak: Option<PeakLoop>,
+    pub tile_peak: Option<PeakLoop>,
 }
 
 /// The table of `isa`.
@@ -115,8 +123,12 @@ pub(crate) fn get(isa: Isa) -> Result<&'static Backend, KernelError> {
         Isa::Avx512 => &avx512::BACKEND,
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512Bf16 => &avx512bf16::BACKEND,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Amx => &amx::BACKEND,
         #[cfg(not(target_arch = "x86_64"))]
-        Isa::Avx512 | Isa::Avx512Bf16 => unreachable!("`require` refuses x86 backends here"),
+        Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx => {
+            unreachable!("`require` refuses x86 backends here")
+        }
     })
 }
 
@@ -132,6 +144,19 @@ pub(crate) fn active() -> Result<&'static Backend, KernelError> {
 impl std::fmt::Debug for Backend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Backend({})", self.isa)
+    }
+}
+
+impl Backend {
+    /// The bf16 BRGEMM bodies for a way of multiplying, if this backend has it.
+    pub(crate) fn bf16_body(&self, path: crate::tuning::Bf16Gemm) -> Option<Bf16Brgemm> {
+        use crate::tuning::Bf16Gemm;
+        match path {
+            Bf16Gemm::Dot => self.brgemm_bf16_dot,
+            Bf16Gemm::Widen => Some(self.brgemm_bf16_widen),
+            Bf16Gemm::Tiles => self.brgemm_bf16_tiles,
+            Bf16Gemm::TilesModel => Some(self.brgemm_bf16_tiles_model),
+        }
     }
 }
 

@@ -27,6 +27,8 @@ pub(crate) static BACKEND: Backend = Backend {
         to_bf16: brgemm::<bf16, bf16>,
     },
     brgemm_bf16_dot: None,
+    brgemm_bf16_tiles: None,
+    brgemm_bf16_tiles_model: super::amx::model::MODEL,
     f32_to_bf16,
     bf16_to_f32,
     split_f32,
@@ -53,6 +55,7 @@ pub(crate) static BACKEND: Backend = Backend {
     },
     fma_peak: None,
     bf16_dot_peak: None,
+    tile_peak: None,
 };
 
 /// Rows and columns of C held in the accumulator block.
@@ -142,7 +145,7 @@ unsafe fn brgemm<I: Element, O: Element>(p: &Params, batch: &BatchPtrs<'_, I>, c
 /// The epilogue steps on one value (the definition the SIMD tiles match): bias, ReLU, the
 /// ReLU-backward mask, padding.
 #[inline(always)]
-fn epilogue<O: Element>(
+pub(crate) fn epilogue<O: Element>(
     p: &Params,
     mut v: f32,
     r: usize,

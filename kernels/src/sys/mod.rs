@@ -1,7 +1,8 @@
 //! The operating-system side of the kernels, apart from the SIMD code: memory-mapped files,
-//! huge-page buffers for large tables, and pinning threads to CPUs. Every system call of the
-//! crate is here.
+//! huge-page buffers for large tables, pinning threads to CPUs, and the AMX permission
+//! request. Every system call of the crate is here.
 
 pub mod affinity;
+pub mod amx;
 pub(crate) mod hugepage;
 pub mod mmap;

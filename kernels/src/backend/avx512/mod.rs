@@ -39,6 +39,8 @@ pub(crate) static BACKEND: Backend = Backend {
         to_bf16: brgemm::bf16_widen_bf16,
     },
     brgemm_bf16_dot: None,
+    brgemm_bf16_tiles: None,
+    brgemm_bf16_tiles_model: super::amx::model::MODEL,
     f32_to_bf16: convert::f32_to_bf16,
     bf16_to_f32: convert::bf16_to_f32,
     split_f32: convert::split_f32,
@@ -59,6 +61,7 @@ pub(crate) static BACKEND: Backend = Backend {
     eltwise: ELTWISE,
     fma_peak: Some(FMA_PEAK),
     bf16_dot_peak: None,
+    tile_peak: None,
 };
 
 /// The largest fp32 register tile (accumulators plus B vectors and a broadcast fit the 32
