@@ -30,7 +30,7 @@ fn peak_id(p: Peak) -> &'static str {
 
 fn bench_peaks(c: &mut Criterion, lines: &mut Vec<Line>) {
     let mut g = c.benchmark_group("peak");
-    for p in [Peak::Fp32Fma, Peak::Bf16Dot] {
+    for p in [Peak::Fp32Fma, Peak::Bf16Dot, Peak::AmxTiles] {
         if !p.is_available() {
             eprintln!("skip: peak {p:?} needs {}, not available", p.isa());
             continue;
@@ -104,10 +104,10 @@ fn bench_blocks(c: &mut Criterion, lines: &mut Vec<Line>) {
                             bch.iter(|| kernel.run(Batch::strided(&a, &b, count), &mut out))
                         });
                     }
-                    let versus = if bf && isa == Isa::Avx512Bf16 {
-                        versus_peak(Peak::Bf16Dot)
-                    } else {
-                        versus_peak(Peak::Fp32Fma)
+                    let versus = match (bf, isa) {
+                        (true, Isa::Amx) => versus_peak(Peak::AmxTiles),
+                        (true, Isa::Avx512Bf16) => versus_peak(Peak::Bf16Dot),
+                        _ => versus_peak(Peak::Fp32Fma),
                     };
                     lines.push(Line {
                         group: group.into(),

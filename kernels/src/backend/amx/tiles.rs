@@ -109,6 +109,11 @@ pub(crate) unsafe fn brgemm<T: TileOps, O: Element>(
     batch: &BatchPtrs<'_, bf16>,
     c: *mut O,
 ) {
+    let mut bufs = Buffers {
+        c: TileBuf::zeroed(),
+        a: [TileBuf::zeroed(), TileBuf::zeroed()],
+        b: [TileBuf::zeroed(), TileBuf::zeroed()],
+    };
     // SAFETY: the configuration is the one the body below is written for; every tile access
     // below goes through `block`, whose contract the loops meet.
     unsafe {
@@ -119,11 +124,12 @@ pub(crate) unsafe fn brgemm<T: TileOps, O: Element>(
             let mut m0 = 0;
             while m0 < p.m {
                 let mt = if p.m - m0 > ROWS { 2 } else { 1 };
+                let b = &mut bufs;
                 match (mt, nt) {
-                    (1, 1) => block::<T, O, 1, 1>(ops, p, batch, c, m0, n0),
-                    (1, _) => block::<T, O, 1, 2>(ops, p, batch, c, m0, n0),
-                    (_, 1) => block::<T, O, 2, 1>(ops, p, batch, c, m0, n0),
-                    _ => block::<T, O, 2, 2>(ops, p, batch, c, m0, n0),
+                    (1, 1) => block::<T, O, 1, 1>(ops, p, batch, c, m0, n0, b),
+                    (1, _) => block::<T, O, 1, 2>(ops, p, batch, c, m0, n0, b),
+                    (_, 1) => block::<T, O, 2, 1>(ops, p, batch, c, m0, n0, b),
+                    _ => block::<T, O, 2, 2>(ops, p, batch, c, m0, n0, b),
                 }
                 m0 += mt * ROWS;
             }
@@ -131,6 +137,13 @@ pub(crate) unsafe fn brgemm<T: TileOps, O: Element>(
         }
         ops.release();
     }
+}
+
+/// Tile-sized buffers for edges: one C tile, two A and two B tiles.
+struct Buffers {
+    c: TileBuf,
+    a: [TileBuf; 2],
+    b: [TileBuf; 2],
 }
 
 /// One block of `MT x NT` C tiles at (`m0`, `n0`), over the whole batch.
@@ -147,11 +160,16 @@ unsafe fn block<T: TileOps, O: Element, const MT: usize, const NT: usize>(
     c: *mut O,
     m0: usize,
     n0: usize,
+    bufs: &mut Buffers,
 ) {
+    let Buffers {
+        c: cbuf,
+        a: abuf,
+        b: bbuf,
+    } = bufs;
     let rows_of = |i: usize| (p.m - (m0 + ROWS * i)).min(ROWS);
     let cols_of = |j: usize| p.n.saturating_sub(n0 + TN * j).min(TN);
     let f32_out = O::DTYPE == crate::DType::F32;
-    let mut cbuf = TileBuf::zeroed();
     // SAFETY: each C tile lies inside C where `rows_of`/`cols_of` say; whole tiles are read
     // and written in place only when they fit entirely (f32 C, stride ldc).
     unsafe {
@@ -177,8 +195,6 @@ unsafe fn block<T: TileOps, O: Element, const MT: usize, const NT: usize>(
             }
         }
     }
-    let mut abuf = [TileBuf::zeroed(), TileBuf::zeroed()];
-    let mut bbuf = [TileBuf::zeroed(), TileBuf::zeroed()];
     for pair in 0..p.count {
         // SAFETY: pair < count, validated by the API.
         let (a, b) = unsafe { batch.get(pair) };
