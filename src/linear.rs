@@ -896,7 +896,9 @@ impl<T: Element> Linear<T> {
             };
             (&self.wg_x[j * nb * x_len..], &self.wg_dy[i * nb * dy_len..])
         } else {
-            (&x.as_slice()[j * bn * bc..], &dy.as_slice()[i * bn * bk..])
+            // A batch of no rows has no blocks: its panels are empty.
+            let panel = |t: &'p Blocked<T>, at: usize| t.as_slice().get(at..).unwrap_or_default();
+            (panel(x, j * bn * bc), panel(dy, i * bn * bk))
         };
         if self.wgrad_transposed {
             (dy_panel, x_panel)
