@@ -1054,7 +1054,8 @@ impl<T: Element> Linear<T> {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] if no gradient has been computed yet (nothing is changed).
+    /// [`Error::Config`] if no gradient has been computed yet, or if `lr` is NaN or infinite
+    /// (nothing is changed).
     ///
     /// ```
     /// use dlrm_kernels::blocked::Blocked;
@@ -1070,6 +1071,7 @@ impl<T: Element> Linear<T> {
     /// # Ok::<(), dlrm_kernels::Error>(())
     /// ```
     pub fn update(&mut self, lr: f32) -> Result<()> {
+        check_lr(lr)?;
         if self.grad_w.len() != self.w.len() {
             return Err(Error::Config(
                 "update called before backward_weights computed a gradient".into(),
@@ -1099,7 +1101,8 @@ impl<T: Element> Linear<T> {
     ///
     /// # Errors
     ///
-    /// [`Error::Shape`] on a shape or blocking mismatch (nothing is changed).
+    /// [`Error::Shape`] on a shape or blocking mismatch, [`Error::Config`] if `lr` is NaN or
+    /// infinite (nothing is changed).
     ///
     /// ```
     /// use dlrm_kernels::blocked::Blocked;
@@ -1109,6 +1112,7 @@ impl<T: Element> Linear<T> {
     /// layer.set_parameters(&[1.0], &[0.0])?;
     /// let x = Blocked::from_row_major(&[2.0], 1, 1, 1, 1)?;
     /// let dy = Blocked::from_row_major(&[1.0], 1, 1, 1, 1)?;
+    /// assert!(layer.backward_weights_update(&x, &dy, f32::NAN).is_err());
     /// layer.backward_weights_update(&x, &dy, 0.25)?;
     /// assert_eq!(layer.weights(), vec![0.5]);
     /// # Ok::<(), dlrm_kernels::Error>(())
@@ -1119,6 +1123,7 @@ impl<T: Element> Linear<T> {
         dy: &Blocked<T>,
         lr: f32,
     ) -> Result<()> {
+        check_lr(lr)?;
         self.start_weight_grad(x, dy)?;
         // A gradient stored by an earlier `backward_weights` is stale now: drop it, so a
         // stray `update` reports an error instead of applying it again.
@@ -1187,6 +1192,16 @@ impl<T: Element> Linear<T> {
         res?;
         sgd.sgd(&mut self.bias, &self.grad_b, lr)?;
         Ok(())
+    }
+}
+
+/// `Err(Error::Config)` for a NaN or infinite learning rate, which would write NaN into
+/// every weight.
+pub(crate) fn check_lr(lr: f32) -> Result<()> {
+    if lr.is_finite() {
+        Ok(())
+    } else {
+        Err(Error::Config(format!("learning rate {lr} is not finite")))
     }
 }
 
