@@ -16,6 +16,8 @@ use crate::kernels::KernelError;
 ///     e.to_string(),
 ///     "table 3, bag 17, position 1203: index 1000000 >= rows 1000000"
 /// );
+/// let e = Error::IndexOutOfRange { table: 0, bag: 2, position: 5, index: -2, rows: 10 };
+/// assert_eq!(e.to_string(), "table 0, bag 2, position 5: index -2 is negative (rows are 0 to 9)");
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -95,6 +97,18 @@ impl fmt::Display for Error {
                 got,
             } => write!(f, "{what}: expected {expected}, got {got}"),
             Error::Config(msg) => write!(f, "invalid configuration: {msg}"),
+            Error::IndexOutOfRange {
+                table,
+                bag,
+                position,
+                index,
+                rows,
+            } if *index < 0 => write!(
+                f,
+                "table {table}, bag {bag}, position {position}: index {index} is negative \
+                 (rows are 0 to {})",
+                rows.saturating_sub(1)
+            ),
             Error::IndexOutOfRange {
                 table,
                 bag,
