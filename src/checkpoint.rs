@@ -39,6 +39,7 @@ use safetensors::tensor::{Dtype, SafeTensors, View};
 use crate::error::{Error, Result};
 use crate::interaction::InteractionOp;
 use crate::loss::Loss;
+use crate::memory;
 use crate::model::{Dlrm, DlrmConfig, EmbeddingOptimizer, Precision};
 use crate::optim::LrPolicy;
 
@@ -88,6 +89,11 @@ fn from_metadata(meta: &HashMap<String, String>) -> std::result::Result<(DlrmCon
         get(k)?
             .parse()
             .map_err(|_| format!("metadata {k:?} is not a number"))
+    };
+    let size = |k: &str| -> std::result::Result<usize, String> {
+        let n = num(k)?;
+        usize::try_from(n)
+            .map_err(|_| format!("metadata {k:?} = {n} is too large for this machine"))
     };
     let sizes = |k: &str| -> std::result::Result<Vec<usize>, String> {
         get(k)?
@@ -150,11 +156,11 @@ fn from_metadata(meta: &HashMap<String, String>) -> std::result::Result<(DlrmCon
         bottom_mlp: sizes("arch_mlp_bot")?,
         top_mlp: sizes("arch_mlp_top")?,
         table_rows: sizes("arch_embedding_size")?,
-        embedding_dim: num("arch_sparse_feature_size")? as usize,
+        embedding_dim: size("arch_sparse_feature_size")?,
         interaction,
         interaction_itself,
         precision,
-        batch_size: num("mini_batch_size")? as usize,
+        batch_size: size("mini_batch_size")?,
         loss,
         embedding_optimizer,
         lr: LrPolicy {
@@ -314,7 +320,9 @@ pub fn read_config(path: &Path) -> Result<DlrmConfig> {
 ///
 /// # Errors
 ///
-/// As [`load_into`].
+/// As [`load_into`]; also [`Error::Checkpoint`] naming the metadata entry (e.g.
+/// `mini_batch_size`) when the configuration's sizes overflow or the model would not fit in
+/// the memory available, checked before the model is built (see [`crate::memory`]).
 ///
 /// ```
 /// assert!(dlrm_kernels::checkpoint::load(std::path::Path::new("/nonexistent")).is_err());
@@ -322,7 +330,21 @@ pub fn read_config(path: &Path) -> Result<DlrmConfig> {
 pub fn load(path: &Path) -> Result<Dlrm> {
     let bytes = read(path)?;
     let (st, cfg, step) = parse(path, &bytes)?;
-    let mut model = Dlrm::new(cfg, 0)?;
+    let named = |e: Error| match e {
+        Error::TooLarge {
+            setting,
+            value,
+            message,
+        } => ckpt_err(
+            path,
+            format!("metadata {} = {value}: {message}", setting.key()),
+        ),
+        Error::Config(message) => ckpt_err(path, format!("its configuration: {message}")),
+        e => e,
+    };
+    cfg.validate().map_err(named)?;
+    memory::check(&cfg).map_err(named)?;
+    let mut model = Dlrm::new(cfg, 0).map_err(named)?;
     restore(path, &st, step, &mut model)?;
     Ok(model)
 }

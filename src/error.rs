@@ -3,6 +3,7 @@
 use std::fmt;
 
 use crate::kernels::KernelError;
+use crate::memory::Setting;
 
 /// Everything that can go wrong in `dlrm-kernels`.
 ///
@@ -78,6 +79,17 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// A model too large for the memory available, or whose sizes overflow, named by the
+    /// setting that makes it so (see [`crate::memory`]).
+    TooLarge {
+        /// The setting (its flag and checkpoint metadata entry: [`Setting::flag`],
+        /// [`Setting::key`]).
+        setting: Setting,
+        /// Its value, as the flag takes it (`1000000000000`, `13-512-256`).
+        value: String,
+        /// What it would take and what there is.
+        message: String,
+    },
     /// A checkpoint that cannot be loaded into this model.
     Checkpoint {
         /// The file.
@@ -125,6 +137,11 @@ impl fmt::Display for Error {
             Error::NonFinite { what } => write!(f, "{what} is not finite"),
             Error::Io { path, message } => write!(f, "{path}: {message}"),
             Error::Checkpoint { path, message } => write!(f, "checkpoint {path}: {message}"),
+            Error::TooLarge {
+                setting,
+                value,
+                message,
+            } => write!(f, "{setting} {value}: {message}"),
             Error::Data {
                 path,
                 line: 0,

@@ -56,6 +56,7 @@ use crate::kernels::sgd::Sgd;
 use crate::kernels::{
     ALayout, Accum, Batch, BatchKind, Brgemm, BrgemmDesc, DType, Element, Epilogue, SliceMut, vnni,
 };
+use crate::memory::{checked_product, try_filled};
 use crate::rng::Rng;
 
 /// Block sizes of a layer: `bn` rows of the batch, `bc` input features, `bk` output features.
@@ -257,7 +258,8 @@ impl<T: Element> Linear<T> {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] if a size or block size is zero; kernel errors (e.g. a bad
+    /// [`Error::Config`] if a size or block size is zero, or if the sizes overflow or the
+    /// weights cannot be allocated (named; nothing is allocated); kernel errors (e.g. a bad
     /// `DLRM_ISA`).
     ///
     /// ```
@@ -269,12 +271,14 @@ impl<T: Element> Linear<T> {
     /// ```
     pub fn new(cfg: LinearConfig, seed: u64) -> Result<Self> {
         let (c, k) = (cfg.in_features, cfg.out_features);
-        let mut rng = Rng::new(seed);
-        let w_std = (2.0 / (c + k) as f64).sqrt() as f32;
-        let b_std = (1.0 / k.max(1) as f64).sqrt() as f32;
-        let w: Vec<f32> = (0..c * k).map(|_| rng.normal(0.0, w_std)).collect();
-        let b: Vec<f32> = (0..k).map(|_| rng.normal(0.0, b_std)).collect();
+        // The zero layer first: it checks every size before anything large is allocated.
         let mut layer = Self::zeroed(cfg)?;
+        let mut rng = Rng::new(seed);
+        let w_std = (2.0 / (c as f64 + k as f64)).sqrt() as f32;
+        let b_std = (1.0 / k as f64).sqrt() as f32;
+        let mut w = try_filled(c * k, 0f32, || format!("the weights of a {c} -> {k} layer"))?;
+        w.iter_mut().for_each(|x| *x = rng.normal(0.0, w_std));
+        let b: Vec<f32> = (0..k).map(|_| rng.normal(0.0, b_std)).collect();
         layer.set_parameters(&w, &b)?;
         Ok(layer)
     }
@@ -294,6 +298,17 @@ impl<T: Element> Linear<T> {
             )));
         }
         let (cb, kb) = (c.div_ceil(bc), k.div_ceil(bk));
+        // Every size below is at most one of these products (blocks padded to an even size
+        // for bf16's pairs); checked here, the rest cannot overflow.
+        let what = || format!("a {c} -> {k} layer in blocks bn {bn}, bc {bc}, bk {bk}");
+        let even = |x: usize| x.checked_next_multiple_of(2).unwrap_or(usize::MAX);
+        let (c_pad, k_pad) = (
+            checked_product(&[cb, even(bc)], what)?,
+            checked_product(&[kb, even(bk)], what)?,
+        );
+        let bytes = T::DTYPE.size_bytes().max(4);
+        checked_product(&[c_pad, k_pad, bytes], what)?;
+        checked_product(&[even(bn), c_pad.max(k_pad), bytes], what)?;
         let bf = T::DTYPE == DType::Bf16;
         let (w_block, wt_block) = if bf {
             (vnni::packed_len(bc, bk), vnni::packed_len(bk, bc))
@@ -340,9 +355,9 @@ impl<T: Element> Linear<T> {
             kb,
             w_block,
             wt_block,
-            w: vec![T::default(); kb * cb * w_block],
+            w: try_filled(kb * cb * w_block, T::default(), what)?,
             w_lo: if bf {
-                vec![0; kb * cb * w_block]
+                try_filled(kb * cb * w_block, 0, what)?
             } else {
                 Vec::new()
             },

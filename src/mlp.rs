@@ -246,6 +246,10 @@ impl<T: Element> Mlp<T> {
     /// The blocked input tensor for a batch of `rows`, to be filled in place (e.g. by the
     /// interaction) before [`Mlp::forward_from_input`].
     ///
+    /// # Panics
+    ///
+    /// If a tensor of `rows` rows would not fit a `usize` (see [`Blocked::reshape_rows`]).
+    ///
     /// ```
     /// use dlrm_kernels::mlp::{Mlp, MlpConfig};
     /// let mut m = Mlp::<f32>::new(MlpConfig::new(vec![3, 2], 4), 0)?;

@@ -284,3 +284,51 @@ fn mismatched_and_broken_checkpoints_are_refused_and_change_nothing() {
         std::fs::remove_file(p).unwrap();
     }
 }
+
+/// A copy of the checkpoint `like` with metadata `key` set to `value`.
+fn with_metadata(path: &Path, like: &Path, key: &str, value: &str) {
+    use safetensors::tensor::TensorView;
+    let bytes = std::fs::read(like).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let mut meta = header.metadata().clone().unwrap();
+    meta.insert(key.into(), value.into());
+    let views: Vec<(String, TensorView<'_>)> = st.tensors();
+    safetensors::serialize_to_file(views, Some(meta), path).unwrap();
+}
+
+/// Sizes in a crafted file's metadata are checked before anything is allocated: a model too
+/// large for memory, or whose sizes overflow, is an error naming the metadata entry (not an
+/// allocation failure that aborts the process, nor a model built from wrapped sizes).
+#[test]
+fn absurd_sizes_in_a_checkpoint_are_errors_naming_the_entry() {
+    let c = cfg(Precision::F32, EmbeddingOptimizer::Sgd);
+    let good = tmp("sizes-good");
+    checkpoint::save(&Dlrm::new(c, 1).unwrap(), &good).unwrap();
+    let many_huge_tables = vec!["4294967295"; 64].join("-");
+    let cases = [
+        ("mini_batch_size", "1000000000000".to_string()),
+        ("mini_batch_size", u64::MAX.to_string()),
+        ("arch_mlp_top", "100000000000-1".to_string()),
+        ("arch_mlp_bot", "3-10000000000-4".to_string()),
+        ("arch_embedding_size", many_huge_tables),
+    ];
+    for (i, (key, value)) in cases.iter().enumerate() {
+        let crafted = tmp(&format!("sizes-{i}"));
+        with_metadata(&crafted, &good, key, value);
+        for err in [
+            checkpoint::load(&crafted).unwrap_err(),
+            checkpoint::read_config(&crafted)
+                .and_then(|c| Dlrm::new(c, 0).map(|_| ()))
+                .unwrap_err(),
+        ] {
+            let msg = err.to_string();
+            assert!(msg.contains(value.as_str()), "{key}: {msg}");
+            if let Error::Checkpoint { .. } = err {
+                assert!(msg.contains(key), "{key}: {msg}");
+            }
+        }
+        std::fs::remove_file(crafted).unwrap();
+    }
+    std::fs::remove_file(good).unwrap();
+}
