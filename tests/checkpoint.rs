@@ -332,3 +332,77 @@ fn absurd_sizes_in_a_checkpoint_are_errors_naming_the_entry() {
     }
     std::fs::remove_file(good).unwrap();
 }
+
+/// The bytes of a file's header: its JSON.
+fn header_json(path: &Path) -> String {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    String::from_utf8(bytes[8..8 + n].to_vec()).unwrap()
+}
+
+/// The same model gives the same bytes, with the metadata in a fixed order; a checkpoint is
+/// created as any new file is (with the user's umask), and nothing else is left beside it.
+#[test]
+fn the_same_model_gives_the_same_bytes_with_the_users_file_mode() {
+    let dir = std::env::temp_dir().join(format!("dlrm-ckpt-{}-bytes", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = Dlrm::new(cfg(Precision::Bf16, EmbeddingOptimizer::RowwiseAdagrad), 4).unwrap();
+    let (a, b) = (dir.join("a.safetensors"), dir.join("b.safetensors"));
+    checkpoint::save(&model, &a).unwrap();
+    checkpoint::save(&model, &b).unwrap();
+    let same = |a: &Path, b: &Path| std::fs::read(a).unwrap() == std::fs::read(b).unwrap();
+    assert!(same(&a, &b), "{}\n{}", header_json(&a), header_json(&b));
+    let header = header_json(&a);
+    let keys = [
+        "format",
+        "arch_mlp_bot",
+        "arch_mlp_top",
+        "arch_embedding_size",
+        "arch_sparse_feature_size",
+        "arch_interaction_op",
+        "arch_interaction_itself",
+        "precision",
+        "mini_batch_size",
+        "loss_function",
+        "optimizer",
+        "learning_rate",
+        "lr_num_warmup_steps",
+        "lr_decay_start_step",
+        "lr_num_decay_steps",
+        "step",
+    ];
+    let at: Vec<usize> = keys
+        .iter()
+        .map(|k| header.find(&format!("\"{k}\":")).expect(k))
+        .collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "{header}");
+    // Overwriting keeps the bytes the same too.
+    checkpoint::save(&model, &a).unwrap();
+    assert!(same(&a, &b), "{}\n{}", header_json(&a), header_json(&b));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let plain = dir.join("plain");
+        std::fs::write(&plain, b"x").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(
+            mode(&a),
+            mode(&plain),
+            "the checkpoint's mode is the umask's"
+        );
+        std::fs::remove_file(plain).unwrap();
+    }
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["a.safetensors", "b.safetensors"]);
+    // A save that fails leaves nothing behind: here the target is a directory.
+    let taken = dir.join("taken");
+    std::fs::create_dir(&taken).unwrap();
+    let err = checkpoint::save(&model, &taken).unwrap_err();
+    assert!(err.to_string().contains("taken"), "{err}");
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 3);
+    std::fs::remove_dir_all(dir).unwrap();
+}
