@@ -216,7 +216,7 @@ impl MemoryEstimate {
         let b = batch as u64;
         let batch_bytes = (|| {
             let rows = |mlp: &MlpConfig, per_row: u64| {
-                let bn = mlp.layer_configs()[0].blocking.bn as u64;
+                let bn = mlp.layer_configs().first().map_or(1, |l| l.blocking.bn) as u64;
                 b.div_ceil(bn)
                     .checked_mul(bn.next_multiple_of(2))?
                     .checked_mul(per_row)

@@ -208,6 +208,14 @@ fn sizes_that_overflow_are_errors_naming_the_setting() {
             "{err}"
         );
     }
+    // A configuration that does not validate still gets an estimate (no panic).
+    let invalid = DlrmConfig {
+        bottom_mlp: vec![],
+        top_mlp: vec![],
+        batch_size: 0,
+        ..DlrmConfig::tiny()
+    };
+    assert!(MemoryEstimate::of(&invalid).is_ok());
     // Unknown memory: only what no machine can address is refused.
     let huge = DlrmConfig {
         batch_size: 1_000_000_000_000,
