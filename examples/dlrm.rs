@@ -10,12 +10,17 @@
 //!
 //! Flags follow the DLRM reference's `dlrm_s_pytorch.py`; boolean flags take a real boolean
 //! (`--arch-interaction-itself true`), unlike the reference where "False" parses as true.
+//! Flags, output paths and the memory the model needs are checked before anything runs.
+//! Ctrl-C or SIGTERM stops training after the current step, saves the checkpoint, prints
+//! the summary and exits with status 130; a second signal stops at once (never in the
+//! middle of writing a checkpoint).
 
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::{ArgAction, Parser, ValueEnum};
@@ -28,6 +33,7 @@ use dlrm_kernels::data::synthetic::{SyntheticConfig, SyntheticData};
 use dlrm_kernels::interaction::InteractionOp;
 use dlrm_kernels::kernels::Isa;
 use dlrm_kernels::loss::Loss;
+use dlrm_kernels::memory::{self, MemoryEstimate, Setting, human_bytes};
 use dlrm_kernels::metrics::{accuracy, roc_auc};
 use dlrm_kernels::model::{
     Dlrm, DlrmConfig, EmbeddingOptimizer, MiniBatch, Precision, StepTimings,
@@ -135,7 +141,8 @@ struct Args {
     /// Refresh the progress line every this many steps.
     #[arg(long, default_value_t = 10)]
     print_freq: usize,
-    /// Save a checkpoint (safetensors) here at every evaluation and at the end.
+    /// Save a checkpoint (safetensors) here at every evaluation, at the end, and when a
+    /// signal (Ctrl-C, SIGTERM) stops training.
     #[arg(long)]
     save_model: Option<PathBuf>,
     /// Start from this checkpoint.
@@ -238,15 +245,83 @@ const KAGGLE_ROWS: [usize; 26] = [
 ];
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    ExitCode::from(trainer_main(std::env::args_os()))
+}
+
+/// Exit status of a run stopped by SIGINT or SIGTERM (128 + SIGINT, as shells report an
+/// interrupted command).
+const EXIT_INTERRUPTED: u8 = 130;
+
+/// The trainer: parse the flags, install the signal handler, run; the exit status.
+fn trainer_main<I, T>(argv: I) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let args = Args::parse_from(argv);
     let mut out = Reporter::new(args.progress);
-    match run(&args, &mut out) {
-        Ok(_) => ExitCode::SUCCESS,
+    let stop = Stop::default();
+    if let Err(e) = stop.install() {
+        eprintln!("warning: Ctrl-C and SIGTERM will stop the trainer at once: {e}");
+    }
+    match run(&args, &mut out, &stop) {
+        Ok(summary) if summary.interrupted => EXIT_INTERRUPTED,
+        Ok(_) => 0,
         Err(e) => {
             out.finish();
             eprintln!("error: {e}");
-            ExitCode::FAILURE
+            1
         }
+    }
+}
+
+/// Stopping on SIGINT (Ctrl-C) or SIGTERM: the first signal asks the run to stop after the
+/// current step (saving the checkpoint and printing the summary); a second one stops the
+/// process at once, though never in the middle of writing a checkpoint (it waits for the
+/// write to finish, so no temporary file is left behind).
+#[derive(Clone, Default)]
+struct Stop(Arc<StopState>);
+
+#[derive(Default)]
+struct StopState {
+    /// Signals received.
+    signals: AtomicUsize,
+    /// Held while a checkpoint is written.
+    saving: Mutex<()>,
+}
+
+impl Stop {
+    /// Handle SIGINT and SIGTERM (and SIGHUP) in this process from now on.
+    fn install(&self) -> Result<(), ctrlc::Error> {
+        let state = Arc::clone(&self.0);
+        ctrlc::set_handler(move || {
+            if state.signals.fetch_add(1, Ordering::SeqCst) == 0 {
+                eprintln!("\nstopping after the current step (interrupt again to stop at once)");
+            } else {
+                // Not while a checkpoint is being written: wait for it.
+                let _saving = state.saving.lock().unwrap_or_else(|e| e.into_inner());
+                eprintln!("\nstopped");
+                std::process::exit(i32::from(EXIT_INTERRUPTED));
+            }
+        })
+    }
+
+    /// Whether a signal asked the run to stop.
+    fn requested(&self) -> bool {
+        self.0.signals.load(Ordering::SeqCst) > 0
+    }
+
+    /// Ask the run to stop, as a signal does.
+    #[cfg(test)]
+    fn request(&self) {
+        self.0.signals.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Save `model` to `path` where a second signal cannot cut the write short.
+    fn save(&self, model: &Dlrm, path: &Path) -> Result<()> {
+        let _saving = self.0.saving.lock().unwrap_or_else(|e| e.into_inner());
+        checkpoint::save(model, path)?;
+        Ok(())
     }
 }
 
@@ -257,10 +332,18 @@ struct Summary {
     evals: Vec<Eval>,
     step_ms: f64,
     step_ms_with_data: f64,
+    /// Stopped early by SIGINT or SIGTERM.
+    interrupted: bool,
 }
 
-/// The whole story: data, model, training loop, report.
-fn run(args: &Args, out: &mut Reporter) -> Result<Summary> {
+/// The whole story: flags, data, model, training loop, report.
+fn run(args: &Args, out: &mut Reporter, stop: &Stop) -> Result<Summary> {
+    // Everything the flags alone can tell is checked before anything runs: their values,
+    // the output paths, the memory the model will need.
+    check_flags(args)?;
+    check_paths(args)?;
+    let shape = Shape::from_args(args)?;
+    check_memory(args, &shape)?;
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -269,22 +352,29 @@ fn run(args: &Args, out: &mut Reporter) -> Result<Summary> {
     let workers = threads::pool(threads, args.pin_threads)?;
     workers.pool.install(|| {
         let data = Data::open(args, out)?;
-        let cfg = model_config(args, &data)?;
-        check_memory(&cfg)?;
+        let cfg = model_config(args, &shape, &data.table_rows, data.dense_features)?;
+        let mut summary = Summary::default();
+        if stop.requested() {
+            out.line("interrupted before training: nothing trained, nothing saved".into());
+            summary.interrupted = true;
+            return Ok(summary);
+        }
         let mut model = match &args.load_model {
             Some(path) => {
-                let mut m = Dlrm::new(cfg, args.numpy_rand_seed)?;
+                let mut m = Dlrm::new(cfg, args.numpy_rand_seed)
+                    .map_err(|e| flag_error(args, shape.batch, e))?;
                 checkpoint::load_into(&mut m, path)?;
                 out.line(format!("loaded {} (step {})", path.display(), m.steps()));
                 m
             }
-            None => Dlrm::new(cfg, args.numpy_rand_seed)?,
+            None => Dlrm::new(cfg, args.numpy_rand_seed)
+                .map_err(|e| flag_error(args, shape.batch, e))?,
         };
-        out.line(describe(&model, &data, &workers, background));
+        out.line(describe(&model, &data, &workers, background, args));
         let mut csv = Csv::create(args.metrics_csv.as_deref())?;
-        let mut summary = Summary::default();
         if args.inference_only {
-            evaluate_and_report(&mut model, &data, 0, out, &mut csv, &mut summary)?;
+            evaluate_and_report(&mut model, &data, 0, out, &mut csv, &mut summary, stop)?;
+            summary.interrupted = stop.requested();
             return Ok(summary);
         }
         train(
@@ -295,13 +385,16 @@ fn run(args: &Args, out: &mut Reporter) -> Result<Summary> {
             out,
             &mut csv,
             &mut summary,
+            stop,
         )?;
         Ok(summary)
     })
 }
 
 /// The training loop over epochs and batches (loaded in the background or in line), with
-/// evaluation, checkpoints and the summary.
+/// evaluation, checkpoints and the summary. A signal stops it after the current step: the
+/// checkpoint is saved (if one is asked for and the last one is older) and the summary
+/// printed.
 #[allow(clippy::too_many_arguments)]
 fn train(
     args: &Args,
@@ -311,6 +404,7 @@ fn train(
     out: &mut Reporter,
     csv: &mut Csv,
     summary: &mut Summary,
+    stop: &Stop,
 ) -> Result<()> {
     let per_epoch = data.train_batches;
     let total = per_epoch * args.nepochs;
@@ -319,13 +413,18 @@ fn train(
     } else {
         args.test_freq
     };
-    evaluate_and_report(model, data, 0, out, csv, summary)?;
+    evaluate_and_report(model, data, 0, out, csv, summary, stop)?;
     out.start(total as u64);
     model.reset_timings();
     let (mut waited, mut run_time, mut stepped) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     let (mut running_loss, mut running_n) = (0.0, 0usize);
     let start_step = model.steps();
+    // The step of the last checkpoint written (none yet).
+    let mut saved_at = None;
     for epoch in 0..args.nepochs {
+        if stop.requested() {
+            break;
+        }
         let epoch_batches = data.train_epoch(epoch, args.data_randomize, args.numpy_rand_seed);
         let mut batches = Prefetcher::new(epoch_batches, background, 4);
         let epoch_start = Instant::now();
@@ -370,10 +469,14 @@ fn train(
                 running_n = 0;
             }
             if done.is_multiple_of(test_freq) || done == total {
-                evaluate_and_report(model, data, epoch, out, csv, summary)?;
+                evaluate_and_report(model, data, epoch, out, csv, summary, stop)?;
                 if let Some(path) = &args.save_model {
-                    checkpoint::save(model, path)?;
+                    stop.save(model, path)?;
+                    saved_at = Some(model.steps());
                 }
+            }
+            if stop.requested() {
+                break;
             }
         }
         waited += batches.waited();
@@ -381,6 +484,22 @@ fn train(
     }
     out.finish();
     summary.steps = model.steps() - start_step;
+    if stop.requested() {
+        summary.interrupted = true;
+        let saved = match &args.save_model {
+            Some(_) if model.steps() == start_step => "; nothing trained, nothing saved".into(),
+            Some(path) if saved_at != Some(model.steps()) => {
+                stop.save(model, path)?;
+                format!("; checkpoint saved to {}", path.display())
+            }
+            Some(path) => format!("; the checkpoint {} is up to date", path.display()),
+            None => String::new(),
+        };
+        out.line(format!(
+            "interrupted: stopped after step {}{saved}",
+            model.steps()
+        ));
+    }
     let t = model.timings();
     let steps = t.steps.max(1) as f64;
     summary.step_ms = stepped.as_secs_f64() * 1e3 / steps;
@@ -404,7 +523,8 @@ fn background_loading(args: &Args, threads: usize) -> bool {
     }
 }
 
-/// Evaluate, report the line, log it to the CSV and keep it in the summary.
+/// Evaluate, report the line, log it to the CSV and keep it in the summary; nothing if a
+/// signal stopped the evaluation.
 fn evaluate_and_report(
     model: &mut Dlrm,
     data: &Data,
@@ -412,8 +532,11 @@ fn evaluate_and_report(
     out: &mut Reporter,
     csv: &mut Csv,
     summary: &mut Summary,
+    stop: &Stop,
 ) -> Result<()> {
-    let eval = evaluate(model, data)?;
+    let Some(eval) = evaluate(model, data, stop)? else {
+        return Ok(());
+    };
     out.line(eval.describe(model.steps()));
     let lr = model.learning_rate();
     csv.row(model.steps(), epoch, None, lr, None, Some(&eval))?;
@@ -442,11 +565,15 @@ impl Eval {
     }
 }
 
-fn evaluate(model: &mut Dlrm, data: &Data) -> Result<Eval> {
+/// The evaluation, or `None` if a signal asked to stop before it was done.
+fn evaluate(model: &mut Dlrm, data: &Data, stop: &Stop) -> Result<Option<Eval>> {
     let loss_fn = model.config().loss;
     let (mut probs, mut targets, mut loss_sum) = (Vec::new(), Vec::new(), 0.0);
     let mut p = Vec::new();
     for batch in data.test_batches() {
+        if stop.requested() {
+            return Ok(None);
+        }
         let batch = batch?;
         model.predict(&batch, &mut p)?;
         loss_sum += loss_fn.mean(model.logits(), &batch.targets)? * batch.len() as f64;
@@ -454,12 +581,12 @@ fn evaluate(model: &mut Dlrm, data: &Data) -> Result<Eval> {
         targets.extend_from_slice(&batch.targets);
     }
     let n = probs.len().max(1);
-    Ok(Eval {
+    Ok(Some(Eval {
         loss: loss_sum / n as f64,
         accuracy: accuracy(&probs, &targets),
         auc: roc_auc(&probs, &targets).unwrap_or(f64::NAN),
         samples: probs.len(),
-    })
+    }))
 }
 
 /// Where the batches come from.
@@ -701,13 +828,18 @@ struct Shape {
 }
 
 fn sizes(flag: &str, s: &str) -> Result<Vec<usize>> {
-    s.split('-')
+    let v: Vec<usize> = s
+        .split('-')
         .map(|x| {
             x.trim()
                 .parse::<usize>()
-                .map_err(|_| format!("--{flag} {s:?}: expected sizes like 13-512-256").into())
+                .map_err(|_| format!("--{flag} {s:?}: expected sizes like 13-512-256"))
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    if v.contains(&0) {
+        return Err(format!("--{flag} {s:?}: every size must be at least 1").into());
+    }
+    Ok(v)
 }
 
 impl Shape {
@@ -779,20 +911,25 @@ impl Shape {
     }
 }
 
-/// The model configuration: the shape from the flags, the tables from the data.
-fn model_config(a: &Args, data: &Data) -> Result<DlrmConfig> {
-    let s = Shape::from_args(a)?;
-    if s.bottom[0] != data.dense_features {
+/// The model configuration: the shape from the flags, the tables and dense features from
+/// the data.
+fn model_config(
+    a: &Args,
+    s: &Shape,
+    table_rows: &[usize],
+    dense_features: usize,
+) -> Result<DlrmConfig> {
+    if s.bottom[0] != dense_features {
         return Err(format!(
             "--arch-mlp-bot starts with {} inputs but the data has {} dense features",
-            s.bottom[0], data.dense_features
+            s.bottom[0], dense_features
         )
         .into());
     }
     Ok(DlrmConfig {
-        bottom_mlp: s.bottom,
-        top_mlp: s.top,
-        table_rows: data.table_rows.clone(),
+        bottom_mlp: s.bottom.clone(),
+        top_mlp: s.top.clone(),
+        table_rows: table_rows.to_vec(),
         embedding_dim: s.dim,
         interaction: match a.arch_interaction_op {
             InteractionArg::Dot => InteractionOp::Dot,
@@ -821,47 +958,204 @@ fn model_config(a: &Args, data: &Data) -> Result<DlrmConfig> {
     })
 }
 
-/// Bytes the tables take (4 per weight, fp32 or bf16 Split-SGD).
-fn table_bytes(cfg: &DlrmConfig) -> u64 {
-    cfg.table_rows
-        .iter()
-        .map(|&r| 4 * (r * cfg.embedding_dim) as u64)
-        .sum()
+/// Flag values that cannot work, and flags that would be ignored, as errors naming the
+/// flag and its value, before anything runs.
+fn check_flags(a: &Args) -> Result<()> {
+    let positive = [
+        ("--mini-batch-size", a.mini_batch_size),
+        ("--test-mini-batch-size", a.test_mini_batch_size),
+        ("--test-num-batches", a.test_num_batches),
+        ("--threads", a.threads),
+        ("--num-indices-per-lookup", a.num_indices_per_lookup),
+        ("--arch-sparse-feature-size", a.arch_sparse_feature_size),
+        ("--nepochs", Some(a.nepochs)),
+    ];
+    for (flag, value) in positive {
+        if value == Some(0) {
+            return Err(format!("{flag} must be at least 1, got 0").into());
+        }
+    }
+    if let Some(lr) = a.learning_rate.filter(|lr| !lr.is_finite()) {
+        return Err(format!("--learning-rate must be a finite number, got {lr}").into());
+    }
+    let generated = match a.data_generation {
+        DataGeneration::Random => Some("random"),
+        DataGeneration::Synthetic => Some("synthetic"),
+        DataGeneration::Dataset => None,
+    };
+    if let Some(kind) = generated {
+        for (flag, given) in [
+            ("--raw-data-file", a.raw_data_file.is_some()),
+            ("--processed-data-file", a.processed_data_file.is_some()),
+        ] {
+            if given {
+                return Err(format!(
+                    "{flag} is only read with --data-generation dataset (this run would \
+                     train on {kind} data)"
+                )
+                .into());
+            }
+        }
+    } else if a.max_ind_range <= 0 || a.max_ind_range > u32::MAX as i64 {
+        return Err(format!(
+            "--max-ind-range is required with --data-generation dataset, between 1 and {} \
+             (got {}): categorical values are hashed into that many rows per table \
+             (e.g. 1000000)",
+            u32::MAX,
+            a.max_ind_range
+        )
+        .into());
+    }
+    if a.inference_only && a.load_model.is_none() {
+        return Err(
+            "--inference-only true needs --load-model: without it there is no \
+                    trained model to evaluate"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
-/// Refuse a model whose tables do not fit in the memory available, before allocating them.
-fn check_memory(cfg: &DlrmConfig) -> Result<()> {
-    let need = table_bytes(cfg);
-    let available = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
-        m.lines()
-            .find(|l| l.starts_with("MemAvailable:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kb| kb.parse::<u64>().ok())
-            .map(|kb| kb * 1024)
-    });
-    match available {
-        Some(avail) if need > avail / 10 * 9 => Err(format!(
-            "the embedding tables need {:.1} GiB but only {:.1} GiB of memory is available; \
-             use --max-ind-range to cap the table sizes",
-            need as f64 / (1u64 << 30) as f64,
-            avail as f64 / (1u64 << 30) as f64
+/// The files the run reads or writes, checked before anything runs: the checkpoint to load
+/// exists; a checkpoint or CSV to write can be created (not a directory, in a directory
+/// that exists and takes new files, writable if it exists).
+fn check_paths(a: &Args) -> Result<()> {
+    if let Some(p) = &a.load_model
+        && let Err(e) = File::open(p).and_then(|f| f.metadata())
+    {
+        return Err(format!("--load-model {}: {e}", p.display()).into());
+    }
+    if let Some(p) = a.load_model.as_ref().filter(|p| p.is_dir()) {
+        return Err(format!("--load-model {}: is a directory", p.display()).into());
+    }
+    for (flag, path) in [
+        ("--save-model", &a.save_model),
+        ("--metrics-csv", &a.metrics_csv),
+    ] {
+        if let Some(path) = path {
+            check_output(flag, path)?;
+        }
+    }
+    Ok(())
+}
+
+/// `path` can be written by the end of the run: see [`check_paths`]. Changes nothing.
+fn check_output(flag: &str, path: &Path) -> Result<()> {
+    let bad = |why: String| -> Error { format!("{flag} {}: {why}", path.display()).into() };
+    if path.is_dir() {
+        return Err(bad("is a directory".into()));
+    }
+    let Some(name) = path.file_name() else {
+        return Err(bad("names no file".into()));
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(bad(format!("directory {} does not exist", dir.display())));
+    }
+    if path.exists() {
+        // Opened for appending and closed: the file is not changed.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(|e| bad(format!("cannot be written: {e}")))?;
+    }
+    // The checkpoint's temporary file, or the CSV, is a new file in that directory.
+    let mut probe = std::ffi::OsString::from(".");
+    probe.push(name);
+    probe.push(format!(".probe-{}", std::process::id()));
+    let probe = dir.join(probe);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .map_err(|e| bad(format!("cannot create a file in {}: {e}", dir.display())))?;
+    std::fs::remove_file(&probe).ok();
+    Ok(())
+}
+
+/// Refuse, before the data is prepared and anything allocated, a model that would not fit
+/// in the memory available: tables, MLPs, the batch's activations and gradients (at the
+/// larger of the training and test batch), and the data batches in flight.
+fn check_memory(a: &Args, shape: &Shape) -> Result<()> {
+    let (rows, dense, lookups) = match a.data_generation {
+        DataGeneration::Dataset => (
+            vec![a.max_ind_range as usize; criteo::SPARSE],
+            criteo::DENSE,
+            1,
+        ),
+        _ => (shape.rows.clone(), shape.bottom[0], shape.lookups),
+    };
+    let mut cfg = model_config(a, shape, &rows, dense)?;
+    cfg.batch_size = cfg.batch_size.max(a.test_mini_batch_size.unwrap_or(0));
+    // A batch in flight: dense features and target (f32), indices and offsets (i64) per
+    // table; up to 6 at once (4 queued, one being made, one training).
+    let per_sample = (rows.len() as u64)
+        .checked_mul((lookups as u64).saturating_add(1).saturating_mul(8))
+        .and_then(|x| x.checked_add((dense as u64 + 1) * 4))
+        .and_then(|x| x.checked_mul(6))
+        .ok_or_else(|| format!("--num-indices-per-lookup {lookups}: too large"))?;
+    memory::check_against(&cfg, memory::available(), per_sample)
+        .map_err(|e| flag_error(a, shape.batch, e))?;
+    Ok(())
+}
+
+/// A library error about a setting (too large for memory) said with the flag that sets it;
+/// other errors as they are.
+fn flag_error(a: &Args, train_batch: usize, e: dlrm_kernels::Error) -> Error {
+    let dlrm_kernels::Error::TooLarge {
+        setting,
+        value,
+        message,
+    } = e
+    else {
+        return e.into();
+    };
+    match setting {
+        Setting::BatchSize
+            if a.test_mini_batch_size
+                .is_some_and(|t| t > train_batch && t.to_string() == value) =>
+        {
+            format!("--test-mini-batch-size {value}: {message}").into()
+        }
+        Setting::TableRows if a.data_generation == DataGeneration::Dataset => {
+            format!("--max-ind-range {}: {message}", a.max_ind_range).into()
+        }
+        Setting::TableRows => format!(
+            "--arch-embedding-size {value}: {message}; cap the tables' rows with --max-ind-range"
         )
-        .into()),
-        _ => Ok(()),
+        .into(),
+        _ => format!("{} {value}: {message}", setting.flag()).into(),
     }
 }
 
-fn describe(model: &Dlrm, data: &Data, workers: &Workers, background: bool) -> String {
+fn describe(model: &Dlrm, data: &Data, workers: &Workers, background: bool, args: &Args) -> String {
     let c = model.config();
     let list = |v: &[usize]| v.iter().map(usize::to_string).collect::<Vec<_>>().join("-");
+    let memory = MemoryEstimate::of(c).map_or(String::new(), |e| {
+        format!(
+            " ({} tables, {} in all)",
+            human_bytes(e.tables),
+            human_bytes(e.total())
+        )
+    });
+    let batches = if args.inference_only {
+        format!("inference only: {} test batches", data.test_batches)
+    } else {
+        format!(
+            "{} training batches per epoch, {} test batches",
+            data.train_batches, data.test_batches
+        )
+    };
     format!(
-        "DLRM {}: bottom {}, top {}, {} tables ({:.2} GiB), dim {}, {} interaction, batch {}, lr {}\n\
-         {} threads ({}), ISA {}; {} training batches per epoch, {} test batches, data loaded {}",
+        "DLRM {}: bottom {}, top {}, {} tables, dim {}, {} interaction, batch {}, lr {}{memory}\n\
+         {} threads ({}), ISA {}; {batches}, data loaded {}",
         c.precision.name(),
         list(&c.bottom_mlp),
         list(&c.top_mlp),
         c.table_rows.len(),
-        table_bytes(c) as f64 / (1u64 << 30) as f64,
         c.embedding_dim,
         c.interaction.name(),
         c.batch_size,
@@ -875,8 +1169,6 @@ fn describe(model: &Dlrm, data: &Data, workers: &Workers, background: bool) -> S
             None => "not pinned".into(),
         },
         Isa::active().map_or("?".into(), |i| i.to_string()),
-        data.train_batches,
-        data.test_batches,
         if background {
             "on a background thread"
         } else {
@@ -1018,6 +1310,11 @@ mod tests {
         std::env::temp_dir().join(format!("dlrm-example-{}-{name}", std::process::id()))
     }
 
+    /// A run without progress output, not stopped by any signal.
+    fn quiet(a: &Args) -> Result<Summary> {
+        run(a, &mut Reporter::new(false), &Stop::default())
+    }
+
     #[test]
     fn flags_parse_as_documented() {
         let a = args(&[
@@ -1139,7 +1436,7 @@ mod tests {
             metrics_csv: Some(csv.clone()),
             ..a
         };
-        let s = run(&a, &mut Reporter::new(false)).unwrap();
+        let s = quiet(&a).unwrap();
         assert_eq!(s.steps, 400);
         let last = s.evals.last().unwrap();
         assert!(last.auc > 0.7, "AUC {}", last.auc);
@@ -1176,7 +1473,7 @@ mod tests {
         ];
         let mut first = base.to_vec();
         first.extend(["--save-model", ckpt.to_str().unwrap()]);
-        let s = run(&args(&first), &mut Reporter::new(false)).unwrap();
+        let s = quiet(&args(&first)).unwrap();
         assert_eq!(s.steps, 20);
         let mut resumed = base.to_vec();
         resumed.extend([
@@ -1185,7 +1482,7 @@ mod tests {
             "--inference-only",
             "true",
         ]);
-        let r = run(&args(&resumed), &mut Reporter::new(false)).unwrap();
+        let r = quiet(&args(&resumed)).unwrap();
         assert_eq!(r.evals.len(), 1);
         assert_eq!(r.evals[0].loss, s.evals.last().unwrap().loss);
         std::fs::remove_file(ckpt).ok();
@@ -1237,7 +1534,7 @@ mod tests {
             "--learning-rate",
             "0.2",
         ]);
-        let s = run(&a, &mut Reporter::new(false)).unwrap();
+        let s = quiet(&a).unwrap();
         // 6/7 of 7000 lines at 32 per batch, three epochs.
         assert_eq!(s.steps, 3 * 6000usize.div_ceil(32) as u64);
         let (first, last) = (s.evals[0], *s.evals.last().unwrap());
@@ -1282,7 +1579,7 @@ mod tests {
             "--data-randomize",
             "total",
         ]);
-        let s = run(&a, &mut Reporter::new(false)).unwrap();
+        let s = quiet(&a).unwrap();
         // Days 0 and 1 train (4000 samples), the first half of day 2 tests.
         assert_eq!(s.steps, 2 * 4000usize.div_ceil(32) as u64);
         assert_eq!(s.evals[0].samples, 1000);
@@ -1316,7 +1613,7 @@ mod tests {
             "--data-set",
             "kaggle",
         ]);
-        let err = run(&a, &mut Reporter::new(false)).unwrap_err().to_string();
+        let err = quiet(&a).unwrap_err().to_string();
         assert!(
             err.contains("bad.txt:50: dense feature I1 \"not-a-number\" is not an integer"),
             "{err}"
@@ -1328,7 +1625,7 @@ mod tests {
         skipping.arch_sparse_feature_size = Some(8);
         skipping.arch_mlp_bot = Some("13-8".into());
         skipping.arch_mlp_top = Some("8-1".into());
-        assert!(run(&skipping, &mut Reporter::new(false)).is_ok());
+        assert!(quiet(&skipping).is_ok());
         for split in ["train", "test"] {
             std::fs::remove_file(format!("{}_processed_{split}.bin", raw.display())).ok();
         }
@@ -1355,8 +1652,445 @@ mod tests {
             "--round-targets",
             "false",
         ]);
-        let err = run(&a, &mut Reporter::new(false)).unwrap_err().to_string();
+        let err = quiet(&a).unwrap_err().to_string();
         assert!(err.starts_with("training stopped at iteration "), "{err}");
         assert!(err.contains("is not finite"), "{err}");
+    }
+
+    /// A small random-data run's flags, with `overrides` in place of its values.
+    fn small(overrides: &[(&str, &str)]) -> Args {
+        let mut flags = vec![
+            ("--data-generation", "random"),
+            ("--arch-embedding-size", "50-50"),
+            ("--arch-mlp-bot", "13-8-4"),
+            ("--arch-mlp-top", "8-1"),
+            ("--arch-sparse-feature-size", "4"),
+            ("--mini-batch-size", "16"),
+            ("--num-batches", "5"),
+            ("--num-workers", "0"),
+        ];
+        for &(flag, value) in overrides {
+            match flags.iter_mut().find(|(f, _)| *f == flag) {
+                Some(slot) => slot.1 = value,
+                None => flags.push((flag, value)),
+            }
+        }
+        let flat: Vec<&str> = flags.iter().flat_map(|&(f, v)| [f, v]).collect();
+        args(&flat)
+    }
+
+    fn small_err(overrides: &[(&str, &str)]) -> String {
+        match quiet(&small(overrides)) {
+            Ok(s) => panic!("{overrides:?} ran {} steps", s.steps),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn flag_errors_name_the_flag_and_its_value() {
+        let cases: [(&[(&str, &str)], &str); 10] = [
+            (
+                &[("--mini-batch-size", "0")],
+                "--mini-batch-size must be at least 1, got 0",
+            ),
+            (
+                &[("--test-mini-batch-size", "0")],
+                "--test-mini-batch-size must be at least 1, got 0",
+            ),
+            (&[("--threads", "0")], "--threads must be at least 1, got 0"),
+            (
+                &[("--learning-rate", "nan")],
+                "--learning-rate must be a finite number, got NaN",
+            ),
+            (
+                &[("--learning-rate", "inf")],
+                "--learning-rate must be a finite number, got inf",
+            ),
+            (
+                &[("--num-indices-per-lookup", "0")],
+                "--num-indices-per-lookup must be at least 1, got 0",
+            ),
+            (
+                &[("--arch-sparse-feature-size", "0")],
+                "--arch-sparse-feature-size must be at least 1, got 0",
+            ),
+            (
+                &[("--arch-mlp-bot", "13-0-4")],
+                "--arch-mlp-bot \"13-0-4\": every size must be at least 1",
+            ),
+            (
+                &[("--arch-embedding-size", "50-0")],
+                "--arch-embedding-size \"50-0\": every size must be at least 1",
+            ),
+            (
+                &[
+                    ("--data-generation", "synthetic"),
+                    ("--mini-batch-size", "0"),
+                ],
+                "--mini-batch-size must be at least 1, got 0",
+            ),
+        ];
+        for (overrides, want) in cases {
+            assert_eq!(small_err(overrides), want);
+        }
+    }
+
+    #[test]
+    fn a_model_too_large_for_memory_is_refused_naming_the_flag() {
+        let err = small_err(&[("--mini-batch-size", "1000000000000")]);
+        assert!(
+            err.starts_with("--mini-batch-size 1000000000000: the model needs "),
+            "{err}"
+        );
+        assert!(err.contains("samples a batch fit"), "{err}");
+        let err = small_err(&[("--test-mini-batch-size", "1000000000000")]);
+        assert!(
+            err.starts_with("--test-mini-batch-size 1000000000000: "),
+            "{err}"
+        );
+        let err = small_err(&[("--arch-mlp-top", "100000000000-1")]);
+        assert!(err.starts_with("--arch-mlp-top 100000000000-1: "), "{err}");
+        let huge = vec!["4294967295"; 64].join("-");
+        let err = small_err(&[("--arch-embedding-size", &huge)]);
+        assert!(
+            err.starts_with(&format!("--arch-embedding-size {huge}: ")),
+            "{err}"
+        );
+        assert!(err.contains("--max-ind-range"), "{err}");
+        let err = small_err(&[("--mini-batch-size", &usize::MAX.to_string())]);
+        assert!(
+            err.starts_with("--mini-batch-size 18446744073709551615: "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn flags_that_would_be_ignored_are_errors() {
+        assert_eq!(
+            small_err(&[("--raw-data-file", "train.txt")]),
+            "--raw-data-file is only read with --data-generation dataset (this run would \
+             train on random data)"
+        );
+        assert_eq!(
+            small_err(&[
+                ("--data-generation", "synthetic"),
+                ("--processed-data-file", "day")
+            ]),
+            "--processed-data-file is only read with --data-generation dataset (this run \
+             would train on synthetic data)"
+        );
+        assert_eq!(
+            small_err(&[("--inference-only", "true")]),
+            "--inference-only true needs --load-model: without it there is no trained model \
+             to evaluate"
+        );
+    }
+
+    #[test]
+    fn output_paths_are_checked_before_anything_runs() {
+        let dir = tmp("outputs");
+        std::fs::create_dir_all(&dir).unwrap();
+        let raw = dir.join("train.txt");
+        write_criteo(&raw, 300);
+        let csv = dir.join("metrics.csv");
+        let missing = PathBuf::from("/nonexistent/dir/m.safetensors");
+        let cases: [(&str, &Path, &str); 5] = [
+            (
+                "--save-model",
+                &missing,
+                "directory /nonexistent/dir does not exist",
+            ),
+            ("--save-model", &dir, "is a directory"),
+            (
+                "--metrics-csv",
+                Path::new("/nonexistent/dir/m.csv"),
+                "directory /nonexistent/dir does not exist",
+            ),
+            ("--metrics-csv", &dir, "is a directory"),
+            ("--load-model", &missing, "No such file or directory"),
+        ];
+        for (flag, path, why) in cases {
+            let path = path.to_str().unwrap();
+            let mut flags = vec![
+                ("--data-generation", "dataset"),
+                ("--raw-data-file", raw.to_str().unwrap()),
+                ("--max-ind-range", "100"),
+                ("--arch-mlp-bot", "13-8-4"),
+                (flag, path),
+            ];
+            if flag != "--metrics-csv" {
+                flags.push(("--metrics-csv", csv.to_str().unwrap()));
+            }
+            let err = small_err(&flags);
+            assert!(err.starts_with(&format!("{flag} {path}: ")), "{err}");
+            assert!(err.contains(why), "{err}");
+            // Nothing ran: the data was not converted, the CSV not created.
+            let names: Vec<_> = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(names, ["train.txt"], "{flag}");
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A signal before training: nothing is trained or saved, and the run reports that it
+    /// was interrupted. (Signals during training: the child-process tests below.)
+    #[test]
+    fn a_stop_before_training_trains_and_saves_nothing() {
+        let dir = tmp("stop");
+        std::fs::create_dir_all(&dir).unwrap();
+        let ckpt = dir.join("m.safetensors");
+        let a = small(&[
+            ("--num-batches", "10"),
+            ("--test-freq", "4"),
+            ("--save-model", ckpt.to_str().unwrap()),
+        ]);
+        // Stopped before training: nothing trained, nothing saved.
+        let stop = Stop::default();
+        stop.request();
+        let s = run(&a, &mut Reporter::new(false), &stop).unwrap();
+        assert!(s.interrupted && s.steps == 0 && s.evals.is_empty(), "{s:?}");
+        assert!(!ckpt.exists());
+        let full = quiet(&a).unwrap();
+        assert_eq!((full.steps, full.interrupted), (10, false));
+        assert_eq!(checkpoint::load(&ckpt).unwrap().steps(), 10);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// The trainer as a child process: `DLRM_TRAINER_CHILD_ARGS` holds its flags, one a
+    /// line. The signal tests start this test binary with this test alone; run otherwise
+    /// (with `--ignored`), it has nothing to do.
+    #[test]
+    #[ignore = "the trainer process of the signal tests, started by them"]
+    fn trainer_child_process() {
+        let Ok(flags) = std::env::var("DLRM_TRAINER_CHILD_ARGS") else {
+            return;
+        };
+        let argv = std::iter::once("dlrm".to_string()).chain(flags.lines().map(String::from));
+        std::process::exit(i32::from(trainer_main(argv)));
+    }
+
+    /// The trainer started as a child process with `flags`, its stdout piped.
+    fn spawn_trainer(flags: &[&str]) -> std::process::Child {
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "tests::trainer_child_process",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env("DLRM_TRAINER_CHILD_ARGS", flags.join("\n"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// The steps of the training and evaluation rows of a metrics CSV so far.
+    fn csv_steps(path: &Path) -> (Vec<u64>, Vec<u64>) {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        // Whole lines only: the last one may be half written.
+        let text = &text[..text.rfind('\n').map_or(0, |end| end + 1)];
+        let (mut train, mut eval) = (Vec::new(), Vec::new());
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split(',').collect();
+            let Ok(step) = fields[0].parse::<u64>() else {
+                continue;
+            };
+            if fields.len() == 8 && !fields[5].is_empty() {
+                eval.push(step);
+            } else if fields.len() == 8 && !fields[2].is_empty() {
+                train.push(step);
+            }
+        }
+        (train, eval)
+    }
+
+    fn send(signal: &str, child: &std::process::Child) {
+        let status = std::process::Command::new("sh")
+            .args(["-c", &format!("kill -{signal} {}", child.id())])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal}");
+    }
+
+    /// Wait for the child's exit (killing it after a generous deadline: a test that hangs
+    /// tells nothing); its status code, stdout and stderr.
+    fn finish(mut child: std::process::Child) -> (Option<i32>, String, String) {
+        use std::io::Read;
+        let mut stdout = child.stdout.take().unwrap();
+        let mut stderr = child.stderr.take().unwrap();
+        let out = std::thread::spawn(move || {
+            let mut s = String::new();
+            stdout.read_to_string(&mut s).ok();
+            s
+        });
+        let err = std::thread::spawn(move || {
+            let mut s = String::new();
+            stderr.read_to_string(&mut s).ok();
+            s
+        });
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                child.kill().ok();
+                panic!("the trainer did not stop");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        (status.code(), out.join().unwrap(), err.join().unwrap())
+    }
+
+    /// Poll the CSV until `ready` says so of its (training, evaluation) steps.
+    fn wait_for(
+        csv: &Path,
+        child: &mut std::process::Child,
+        ready: impl Fn(&[u64], &[u64]) -> bool,
+    ) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let (train, eval) = csv_steps(csv);
+            if ready(&train, &eval) {
+                return train.last().copied().unwrap_or(0);
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("the trainer ended first: {status}");
+            }
+            if Instant::now() > deadline {
+                child.kill().ok();
+                panic!("the trainer made no progress: {train:?} {eval:?}");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn listing(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Ctrl-C in the middle of training: the current step finishes, the checkpoint of that
+    /// step (not of the last evaluation) is saved whole, the summary is printed, the exit
+    /// status is 130, and no temporary file is left.
+    #[test]
+    fn sigint_saves_the_last_step_prints_the_summary_and_exits_130() {
+        let dir = tmp("sigint");
+        std::fs::create_dir_all(&dir).unwrap();
+        let (ckpt, csv) = (dir.join("model.safetensors"), dir.join("metrics.csv"));
+        let mut child = spawn_trainer(&[
+            "--progress",
+            "false",
+            "--arch-embedding-size",
+            "5000-5000-5000-5000",
+            "--mini-batch-size",
+            "256",
+            "--num-batches",
+            "100000",
+            "--test-freq",
+            "100",
+            "--test-num-batches",
+            "2",
+            "--print-freq",
+            "1",
+            "--threads",
+            "2",
+            "--num-workers",
+            "0",
+            "--save-model",
+            ckpt.to_str().unwrap(),
+            "--metrics-csv",
+            csv.to_str().unwrap(),
+        ]);
+        // After the evaluation (and checkpoint) at step 100, a few steps more.
+        let seen = wait_for(&csv, &mut child, |train, eval| {
+            eval.iter().any(|&e| e >= 100) && train.last().is_some_and(|&t| t >= 103)
+        });
+        send("INT", &child);
+        let (code, stdout, stderr) = finish(child);
+        assert_eq!(code, Some(130), "{stdout}\n{stderr}");
+        assert!(
+            stderr.contains("stopping after the current step"),
+            "{stderr}"
+        );
+        let stopped: u64 = stdout
+            .split("interrupted: stopped after step ")
+            .nth(1)
+            .and_then(|rest| rest.split(';').next())
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{stdout}"));
+        assert!(
+            stdout.contains(&format!("checkpoint saved to {}", ckpt.display())),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains(" ms/step without data loading"),
+            "the summary: {stdout}"
+        );
+        let last_eval = stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix("test at step "))
+            .filter_map(|l| l.split(':').next()?.parse::<u64>().ok())
+            .max()
+            .unwrap();
+        assert!(
+            stopped >= seen && stopped > last_eval,
+            "{stopped} {seen} {last_eval}"
+        );
+        let model = checkpoint::load(&ckpt).unwrap();
+        assert_eq!(model.steps(), stopped);
+        assert_eq!(listing(&dir), ["metrics.csv", "model.safetensors"]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// SIGTERM twice while a checkpoint is written at every step: the second signal stops
+    /// the process at once, but not in the middle of a write, so the checkpoint loads and no
+    /// temporary file is left.
+    #[test]
+    fn a_second_sigterm_stops_at_once_without_leaving_a_partial_checkpoint() {
+        let dir = tmp("sigterm");
+        std::fs::create_dir_all(&dir).unwrap();
+        let (ckpt, csv) = (dir.join("model.safetensors"), dir.join("metrics.csv"));
+        let mut child = spawn_trainer(&[
+            "--progress",
+            "false",
+            "--arch-embedding-size",
+            "20000-20000-20000-20000",
+            "--mini-batch-size",
+            "64",
+            "--num-batches",
+            "100000",
+            "--test-freq",
+            "1",
+            "--test-num-batches",
+            "1",
+            "--threads",
+            "1",
+            "--num-workers",
+            "0",
+            "--save-model",
+            ckpt.to_str().unwrap(),
+            "--metrics-csv",
+            csv.to_str().unwrap(),
+        ]);
+        wait_for(&csv, &mut child, |_, eval| eval.len() >= 4);
+        send("TERM", &child);
+        send("TERM", &child);
+        let (code, stdout, stderr) = finish(child);
+        assert_eq!(code, Some(130), "{stdout}\n{stderr}");
+        let model = checkpoint::load(&ckpt).unwrap();
+        assert!(model.steps() >= 3, "{}", model.steps());
+        assert_eq!(listing(&dir), ["metrics.csv", "model.safetensors"]);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

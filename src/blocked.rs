@@ -23,6 +23,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result, check_len};
 use crate::kernels::Element;
+use crate::memory::{checked_product, try_filled};
 
 /// A `rows x cols` matrix stored as `[Nb][Cb][bn][bc]` blocks, zero-padded.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,11 +42,13 @@ impl<T: Element> Blocked<T> {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] if a block size is zero.
+    /// [`Error::Config`] if a block size is zero, or if the padded size overflows or cannot
+    /// be allocated (named; nothing is allocated).
     ///
     /// ```
     /// let z = dlrm_kernels::blocked::Blocked::<f32>::zeros(100, 13, 64, 13)?;
     /// assert_eq!(z.as_slice().len(), 128 * 13);
+    /// assert!(dlrm_kernels::blocked::Blocked::<f32>::zeros(1 << 58, 64, 64, 64).is_err());
     /// # Ok::<(), dlrm_kernels::Error>(())
     /// ```
     pub fn zeros(rows: usize, cols: usize, bn: usize, bc: usize) -> Result<Self> {
@@ -55,6 +58,8 @@ impl<T: Element> Blocked<T> {
             )));
         }
         let (nb, cb) = (rows.div_ceil(bn), cols.div_ceil(bc));
+        let what = || format!("a {rows} x {cols} matrix in {bn} x {bc} blocks");
+        let len = checked_product(&[nb, cb, bn, bc], what)?;
         Ok(Blocked {
             rows,
             cols,
@@ -62,7 +67,7 @@ impl<T: Element> Blocked<T> {
             bc,
             nb,
             cb,
-            data: vec![T::default(); nb * cb * bn * bc],
+            data: try_filled(len, T::default(), what)?,
         })
     }
 
@@ -285,6 +290,10 @@ impl<T: Element> Blocked<T> {
 
     /// Change the number of rows, keeping the blocking; contents become zero.
     ///
+    /// # Panics
+    ///
+    /// If the padded size of `rows` rows overflows `usize` (the matrix is left as it was).
+    ///
     /// ```
     /// let mut b = dlrm_kernels::blocked::Blocked::<f32>::zeros(4, 3, 2, 3)?;
     /// b.reshape_rows(5);
@@ -292,11 +301,15 @@ impl<T: Element> Blocked<T> {
     /// # Ok::<(), dlrm_kernels::Error>(())
     /// ```
     pub fn reshape_rows(&mut self, rows: usize) {
+        let nb = rows.div_ceil(self.bn);
+        let len = checked_product(&[nb, self.cb, self.bn, self.bc], || {
+            format!("{rows} rows of {} columns", self.cols)
+        })
+        .unwrap_or_else(|e| panic!("reshape_rows: {e}"));
         self.rows = rows;
-        self.nb = rows.div_ceil(self.bn);
+        self.nb = nb;
         self.data.clear();
-        self.data
-            .resize(self.nb * self.cb * self.bn * self.bc, T::default());
+        self.data.resize(len, T::default());
     }
 
     /// `Ok` if this matrix is `rows x cols` blocked `bn x bc`; otherwise a [`Error::Shape`]

@@ -8,8 +8,15 @@
 //! learning-rate schedule's position) in the metadata, so a resumed run continues exactly.
 //! The metadata also holds the whole [`DlrmConfig`].
 //!
-//! Saving writes a temporary file in the same directory, syncs it and renames it over the
-//! target, so a crash never leaves a half-written checkpoint. Loading checks the format, the
+//! Saving writes a temporary file in the same directory (`<name>.tmp-<pid>`), syncs it and
+//! renames it over the target, so the target is always a whole checkpoint (the new one or
+//! the one before), and removes the temporary file on any error. The file is created with
+//! the user's umask, and its bytes depend only on the model: the metadata is written in a
+//! fixed order (`format`, `arch_mlp_bot`, `arch_mlp_top`, `arch_embedding_size`,
+//! `arch_sparse_feature_size`, `arch_interaction_op`, `arch_interaction_itself`,
+//! `precision`, `mini_batch_size`, `loss_function`, `optimizer`, `learning_rate`,
+//! `lr_num_warmup_steps`, `lr_decay_start_step`, `lr_num_decay_steps`, `step`), the tensors
+//! sorted by name. Loading checks the format, the
 //! architecture and every tensor's presence, type and shape before it changes anything, and
 //! says what differs.
 //!
@@ -29,16 +36,16 @@
 //! In Python: `safetensors.torch.load_file(path)` gives the state dict; the metadata
 //! (`safe_open(path, "pt").metadata()`) holds the configuration.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use safetensors::tensor::{Dtype, SafeTensors, View};
+use safetensors::tensor::{Dtype, SafeTensors};
 
 use crate::error::{Error, Result};
 use crate::interaction::InteractionOp;
 use crate::loss::Loss;
+use crate::memory;
 use crate::model::{Dlrm, DlrmConfig, EmbeddingOptimizer, Precision};
 use crate::optim::LrPolicy;
 
@@ -49,9 +56,9 @@ fn list(v: &[usize]) -> String {
     v.iter().map(usize::to_string).collect::<Vec<_>>().join("-")
 }
 
-/// The configuration and step as safetensors metadata.
-fn to_metadata(cfg: &DlrmConfig, step: u64) -> HashMap<String, String> {
-    [
+/// The configuration and step as safetensors metadata, in a fixed order.
+fn to_metadata(cfg: &DlrmConfig, step: u64) -> Vec<(&'static str, String)> {
+    vec![
         ("format", FORMAT.to_string()),
         ("arch_mlp_bot", list(&cfg.bottom_mlp)),
         ("arch_mlp_top", list(&cfg.top_mlp)),
@@ -72,9 +79,6 @@ fn to_metadata(cfg: &DlrmConfig, step: u64) -> HashMap<String, String> {
         ("lr_num_decay_steps", cfg.lr.decay_steps.to_string()),
         ("step", step.to_string()),
     ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect()
 }
 
 /// The configuration and step back from metadata.
@@ -88,6 +92,11 @@ fn from_metadata(meta: &HashMap<String, String>) -> std::result::Result<(DlrmCon
         get(k)?
             .parse()
             .map_err(|_| format!("metadata {k:?} is not a number"))
+    };
+    let size = |k: &str| -> std::result::Result<usize, String> {
+        let n = num(k)?;
+        usize::try_from(n)
+            .map_err(|_| format!("metadata {k:?} = {n} is too large for this machine"))
     };
     let sizes = |k: &str| -> std::result::Result<Vec<usize>, String> {
         get(k)?
@@ -150,11 +159,11 @@ fn from_metadata(meta: &HashMap<String, String>) -> std::result::Result<(DlrmCon
         bottom_mlp: sizes("arch_mlp_bot")?,
         top_mlp: sizes("arch_mlp_top")?,
         table_rows: sizes("arch_embedding_size")?,
-        embedding_dim: num("arch_sparse_feature_size")? as usize,
+        embedding_dim: size("arch_sparse_feature_size")?,
         interaction,
         interaction_itself,
         precision,
-        batch_size: num("mini_batch_size")? as usize,
+        batch_size: size("mini_batch_size")?,
         loss,
         embedding_optimizer,
         lr: LrPolicy {
@@ -169,45 +178,21 @@ fn from_metadata(meta: &HashMap<String, String>) -> std::result::Result<(DlrmCon
     Ok((cfg, num("step")?))
 }
 
-/// A tensor whose bytes are produced when the writer asks for them, so only one tensor at a
-/// time is held twice in memory.
-struct Lazy<'a> {
-    model: &'a Dlrm,
-    name: String,
-    shape: Vec<usize>,
-}
-
-impl Lazy<'_> {
-    fn values(&self) -> Vec<f32> {
-        match self.name.strip_suffix(".adagrad_state") {
-            Some(table) => {
-                let t: usize = table["emb_l.".len()..].parse().expect("name built by save");
-                self.model.embeddings().tables()[t]
-                    .adagrad_state()
-                    .expect("listed only when present")
-                    .to_vec()
-            }
-            None => self.model.tensor(&self.name).expect("name built by save"),
+/// The values of tensor `name` of a checkpoint of `model` (see [`tensors`]).
+fn values(model: &Dlrm, name: &str) -> Vec<f32> {
+    match name.strip_suffix(".adagrad_state") {
+        Some(table) => {
+            let t: usize = table["emb_l.".len()..].parse().expect("name built by save");
+            model.embeddings().tables()[t]
+                .adagrad_state()
+                .expect("listed only when present")
+                .to_vec()
         }
+        None => model.tensor(name).expect("name built by save"),
     }
 }
 
-impl View for Lazy<'_> {
-    fn dtype(&self) -> Dtype {
-        Dtype::F32
-    }
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Owned(self.values().iter().flat_map(|x| x.to_le_bytes()).collect())
-    }
-    fn data_len(&self) -> usize {
-        4 * self.shape.iter().product::<usize>()
-    }
-}
-
-/// Every tensor a checkpoint of `model` holds: parameters, then optimizer state.
+/// Every tensor a checkpoint of `model` holds, by name: parameters and optimizer state.
 fn tensors(model: &Dlrm) -> Vec<(String, Vec<usize>)> {
     let mut all = model.tensor_list();
     for (t, table) in model.embeddings().tables().iter().enumerate() {
@@ -215,7 +200,49 @@ fn tensors(model: &Dlrm) -> Vec<(String, Vec<usize>)> {
             all.push((format!("emb_l.{t}.adagrad_state"), vec![table.rows()]));
         }
     }
+    all.sort_by(|a, b| a.0.cmp(&b.0));
     all
+}
+
+/// `s` as a JSON string literal.
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// The safetensors header (JSON, padded with spaces to a multiple of 8 bytes): the metadata
+/// in the order given, then each f32 tensor in order, back to back.
+fn header(meta: &[(&str, String)], tensors: &[(String, Vec<usize>)]) -> Vec<u8> {
+    let entries: Vec<String> = meta
+        .iter()
+        .map(|(k, v)| format!("{}:{}", json_string(k), json_string(v)))
+        .collect();
+    let mut json = format!("{{\"__metadata__\":{{{}}}", entries.join(","));
+    let mut offset = 0usize;
+    for (name, shape) in tensors {
+        let end = offset + 4 * shape.iter().product::<usize>();
+        let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
+        json.push_str(&format!(
+            ",{}:{{\"dtype\":\"F32\",\"shape\":[{}],\"data_offsets\":[{offset},{end}]}}",
+            json_string(name),
+            dims.join(",")
+        ));
+        offset = end;
+    }
+    json.push('}');
+    let mut bytes = json.into_bytes();
+    bytes.resize(bytes.len().next_multiple_of(8), b' ');
+    bytes
 }
 
 fn temp_path(path: &Path) -> PathBuf {
@@ -224,11 +251,44 @@ fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
-/// Save `model` to `path` (atomically: temporary file, sync, rename).
+/// Write the whole checkpoint to `tmp` (created with the user's umask) and sync it.
+fn write_file(tmp: &Path, model: &Dlrm, tensors: &[(String, Vec<usize>)]) -> Result<()> {
+    let header = header(&to_metadata(model.config(), model.steps()), tensors);
+    let io = |e| Error::io(tmp, e);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(tmp)
+        .map_err(io)?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    out.write_all(&(header.len() as u64).to_le_bytes())
+        .map_err(io)?;
+    out.write_all(&header).map_err(io)?;
+    let mut bytes = Vec::with_capacity(4 << 12);
+    for (name, _) in tensors {
+        // One tensor at a time is copied out of the model, in chunks of 16 KiB of bytes.
+        for chunk in values(model, name).chunks(1 << 12) {
+            bytes.clear();
+            bytes.extend(chunk.iter().flat_map(|x| x.to_le_bytes()));
+            out.write_all(&bytes).map_err(io)?;
+        }
+    }
+    let file = out.into_inner().map_err(|e| io(e.into_error()))?;
+    file.sync_all().map_err(io)
+}
+
+/// Save `model` to `path`: written whole to a temporary file beside it (`<name>.tmp-<pid>`),
+/// synced, then renamed over `path`, so `path` holds either the complete new checkpoint or
+/// what it held before, never a partial file; the temporary file is removed on any error.
+/// The file is created with the user's umask, like any other file the process creates, and
+/// its bytes depend only on the model: the metadata comes in a fixed order (see the module
+/// docs), the tensors sorted by name.
 ///
 /// # Errors
 ///
-/// [`Error::Io`] if the file cannot be written; the target is then untouched.
+/// [`Error::Io`] if the file cannot be written (naming the file); the target is then
+/// untouched.
 ///
 /// ```
 /// use dlrm_kernels::{checkpoint, model::{Dlrm, DlrmConfig}};
@@ -237,38 +297,19 @@ fn temp_path(path: &Path) -> PathBuf {
 /// # Ok::<(), dlrm_kernels::Error>(())
 /// ```
 pub fn save(model: &Dlrm, path: &Path) -> Result<()> {
-    let views: Vec<(String, Lazy<'_>)> = tensors(model)
-        .into_iter()
-        .map(|(name, shape)| {
-            let lazy = Lazy {
-                model,
-                name: name.clone(),
-                shape,
-            };
-            (name, lazy)
-        })
-        .collect();
+    let tensors = tensors(model);
     let tmp = temp_path(path);
-    let meta = to_metadata(model.config(), model.steps());
-    let written = safetensors::serialize_to_file(views, Some(meta), &tmp)
-        .map_err(|e| Error::Io {
-            path: tmp.display().to_string(),
-            message: e.to_string(),
-        })
-        .and_then(|()| {
-            let f = std::fs::OpenOptions::new()
-                .append(true)
-                .open(&tmp)
-                .map_err(|e| Error::io(&tmp, e))?;
-            f.sync_all().map_err(|e| Error::io(&tmp, e))?;
-            let mut f = f;
-            f.flush().map_err(|e| Error::io(&tmp, e))?;
-            std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
-        });
+    let written = write_file(&tmp, model, &tensors)
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e)));
     if written.is_err() {
         std::fs::remove_file(&tmp).ok();
+        return written;
     }
-    written
+    // Make the rename itself durable (where a directory can be synced).
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).ok();
+    }
+    Ok(())
 }
 
 fn ckpt_err(path: &Path, message: impl Into<String>) -> Error {
@@ -314,7 +355,9 @@ pub fn read_config(path: &Path) -> Result<DlrmConfig> {
 ///
 /// # Errors
 ///
-/// As [`load_into`].
+/// As [`load_into`]; also [`Error::Checkpoint`] naming the metadata entry (e.g.
+/// `mini_batch_size`) when the configuration's sizes overflow or the model would not fit in
+/// the memory available, checked before the model is built (see [`crate::memory`]).
 ///
 /// ```
 /// assert!(dlrm_kernels::checkpoint::load(std::path::Path::new("/nonexistent")).is_err());
@@ -322,7 +365,21 @@ pub fn read_config(path: &Path) -> Result<DlrmConfig> {
 pub fn load(path: &Path) -> Result<Dlrm> {
     let bytes = read(path)?;
     let (st, cfg, step) = parse(path, &bytes)?;
-    let mut model = Dlrm::new(cfg, 0)?;
+    let named = |e: Error| match e {
+        Error::TooLarge {
+            setting,
+            value,
+            message,
+        } => ckpt_err(
+            path,
+            format!("metadata {} = {value}: {message}", setting.key()),
+        ),
+        Error::Config(message) => ckpt_err(path, format!("its configuration: {message}")),
+        e => e,
+    };
+    cfg.validate().map_err(named)?;
+    memory::check(&cfg).map_err(named)?;
+    let mut model = Dlrm::new(cfg, 0).map_err(named)?;
     restore(path, &st, step, &mut model)?;
     Ok(model)
 }

@@ -689,9 +689,14 @@ impl Optimizer {
             Optimizer::Sgd { lr } => (lr, 0.0),
             Optimizer::RowwiseAdagrad { lr, eps } => (lr, eps),
         };
-        if !lr.is_finite() || !eps.is_finite() || eps < 0.0 {
+        if !lr.is_finite() {
             return Err(Error::Config(format!(
-                "optimizer {self:?}: lr must be finite and eps finite and non-negative"
+                "embedding update: learning rate {lr} is not finite"
+            )));
+        }
+        if !eps.is_finite() || eps < 0.0 {
+            return Err(Error::Config(format!(
+                "row-wise Adagrad: eps {eps} must be finite and not negative"
             )));
         }
         Ok(())

@@ -3,6 +3,7 @@
 use std::fmt;
 
 use crate::kernels::KernelError;
+use crate::memory::Setting;
 
 /// Everything that can go wrong in `dlrm-kernels`.
 ///
@@ -16,6 +17,8 @@ use crate::kernels::KernelError;
 ///     e.to_string(),
 ///     "table 3, bag 17, position 1203: index 1000000 >= rows 1000000"
 /// );
+/// let e = Error::IndexOutOfRange { table: 0, bag: 2, position: 5, index: -2, rows: 10 };
+/// assert_eq!(e.to_string(), "table 0, bag 2, position 5: index -2 is negative (rows are 0 to 9)");
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -76,6 +79,17 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// A model too large for the memory available, or whose sizes overflow, named by the
+    /// setting that makes it so (see [`crate::memory`]).
+    TooLarge {
+        /// The setting (its flag and checkpoint metadata entry: [`Setting::flag`],
+        /// [`Setting::key`]).
+        setting: Setting,
+        /// Its value, as the flag takes it (`1000000000000`, `13-512-256`).
+        value: String,
+        /// What it would take and what there is.
+        message: String,
+    },
     /// A checkpoint that cannot be loaded into this model.
     Checkpoint {
         /// The file.
@@ -101,6 +115,18 @@ impl fmt::Display for Error {
                 position,
                 index,
                 rows,
+            } if *index < 0 => write!(
+                f,
+                "table {table}, bag {bag}, position {position}: index {index} is negative \
+                 (rows are 0 to {})",
+                rows.saturating_sub(1)
+            ),
+            Error::IndexOutOfRange {
+                table,
+                bag,
+                position,
+                index,
+                rows,
             } => write!(
                 f,
                 "table {table}, bag {bag}, position {position}: index {index} >= rows {rows}"
@@ -111,6 +137,11 @@ impl fmt::Display for Error {
             Error::NonFinite { what } => write!(f, "{what} is not finite"),
             Error::Io { path, message } => write!(f, "{path}: {message}"),
             Error::Checkpoint { path, message } => write!(f, "checkpoint {path}: {message}"),
+            Error::TooLarge {
+                setting,
+                value,
+                message,
+            } => write!(f, "{setting} {value}: {message}"),
             Error::Data {
                 path,
                 line: 0,

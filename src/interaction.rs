@@ -94,6 +94,11 @@ impl Interaction {
                 "an interaction needs at least one table and a positive dimension, got {tables} tables of dimension {dim}"
             )));
         }
+        if checked_output_dim(op, self_interaction, tables, dim).is_none() {
+            return Err(Error::Config(format!(
+                "the interaction of {tables} tables of dimension {dim}: its width overflows"
+            )));
+        }
         Ok(Interaction {
             op,
             self_interaction,
@@ -114,12 +119,8 @@ impl Interaction {
     /// # Ok::<(), dlrm_kernels::Error>(())
     /// ```
     pub fn output_dim(&self) -> usize {
-        let f = self.tables + 1;
-        match (self.op, self.self_interaction) {
-            (InteractionOp::Dot, false) => self.dim + f * (f - 1) / 2,
-            (InteractionOp::Dot, true) => self.dim + f * (f + 1) / 2,
-            (InteractionOp::Cat, _) => self.dim * f,
-        }
+        checked_output_dim(self.op, self.self_interaction, self.tables, self.dim)
+            .expect("checked by new")
     }
 
     /// FLOP of forward + backward for a batch: `2 d` per pair forward, `2 d F` per vector
@@ -301,5 +302,20 @@ impl Interaction {
                     Ok(())
                 },
             )
+    }
+}
+
+/// [`Interaction::output_dim`] of an interaction of these sizes, `None` on overflow.
+pub(crate) fn checked_output_dim(
+    op: InteractionOp,
+    self_interaction: bool,
+    tables: usize,
+    dim: usize,
+) -> Option<usize> {
+    let f = tables.checked_add(1)?;
+    match (op, self_interaction) {
+        (InteractionOp::Dot, false) => dim.checked_add(f.checked_mul(f - 1)? / 2),
+        (InteractionOp::Dot, true) => dim.checked_add(f.checked_mul(f.checked_add(1)?)? / 2),
+        (InteractionOp::Cat, _) => dim.checked_mul(f),
     }
 }

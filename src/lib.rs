@@ -15,8 +15,10 @@
 //! * [`interaction`], [`loss`], [`metrics`], [`optim`]: DLRM's dot interaction
 //!   (`[x, Z_i . Z_j for j < i]`), BCE on logits and MSE, accuracy and exact ROC AUC, the
 //!   reference's learning-rate policy.
-//! * [`model`], [`checkpoint`], [`data`]: the [`model::Dlrm`] type, safetensors checkpoints,
-//!   and the random, synthetic and Criteo data sources the trainer (`examples/dlrm.rs`) uses.
+//! * [`model`], [`checkpoint`], [`data`], [`memory`]: the [`model::Dlrm`] type, safetensors
+//!   checkpoints, the random, synthetic and Criteo data sources the trainer
+//!   (`examples/dlrm.rs`) uses, and the memory a configuration needs, checked before
+//!   anything is allocated.
 //!
 //! Every fallible call returns [`Result`] with an [`Error`] that names what was wrong and
 //! where, and changes nothing on error. Every computation is deterministic: the same bits for
@@ -57,6 +59,7 @@ pub mod error;
 pub mod interaction;
 pub mod linear;
 pub mod loss;
+pub mod memory;
 pub mod metrics;
 pub mod mlp;
 pub mod model;

@@ -56,6 +56,7 @@ use crate::kernels::sgd::Sgd;
 use crate::kernels::{
     ALayout, Accum, Batch, BatchKind, Brgemm, BrgemmDesc, DType, Element, Epilogue, SliceMut, vnni,
 };
+use crate::memory::{checked_product, try_filled};
 use crate::rng::Rng;
 
 /// Block sizes of a layer: `bn` rows of the batch, `bc` input features, `bk` output features.
@@ -257,7 +258,8 @@ impl<T: Element> Linear<T> {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] if a size or block size is zero; kernel errors (e.g. a bad
+    /// [`Error::Config`] if a size or block size is zero, or if the sizes overflow or the
+    /// weights cannot be allocated (named; nothing is allocated); kernel errors (e.g. a bad
     /// `DLRM_ISA`).
     ///
     /// ```
@@ -269,12 +271,14 @@ impl<T: Element> Linear<T> {
     /// ```
     pub fn new(cfg: LinearConfig, seed: u64) -> Result<Self> {
         let (c, k) = (cfg.in_features, cfg.out_features);
-        let mut rng = Rng::new(seed);
-        let w_std = (2.0 / (c + k) as f64).sqrt() as f32;
-        let b_std = (1.0 / k.max(1) as f64).sqrt() as f32;
-        let w: Vec<f32> = (0..c * k).map(|_| rng.normal(0.0, w_std)).collect();
-        let b: Vec<f32> = (0..k).map(|_| rng.normal(0.0, b_std)).collect();
+        // The zero layer first: it checks every size before anything large is allocated.
         let mut layer = Self::zeroed(cfg)?;
+        let mut rng = Rng::new(seed);
+        let w_std = (2.0 / (c as f64 + k as f64)).sqrt() as f32;
+        let b_std = (1.0 / k as f64).sqrt() as f32;
+        let mut w = try_filled(c * k, 0f32, || format!("the weights of a {c} -> {k} layer"))?;
+        w.iter_mut().for_each(|x| *x = rng.normal(0.0, w_std));
+        let b: Vec<f32> = (0..k).map(|_| rng.normal(0.0, b_std)).collect();
         layer.set_parameters(&w, &b)?;
         Ok(layer)
     }
@@ -294,6 +298,17 @@ impl<T: Element> Linear<T> {
             )));
         }
         let (cb, kb) = (c.div_ceil(bc), k.div_ceil(bk));
+        // Every size below is at most one of these products (blocks padded to an even size
+        // for bf16's pairs); checked here, the rest cannot overflow.
+        let what = || format!("a {c} -> {k} layer in blocks bn {bn}, bc {bc}, bk {bk}");
+        let even = |x: usize| x.checked_next_multiple_of(2).unwrap_or(usize::MAX);
+        let (c_pad, k_pad) = (
+            checked_product(&[cb, even(bc)], what)?,
+            checked_product(&[kb, even(bk)], what)?,
+        );
+        let bytes = T::DTYPE.size_bytes().max(4);
+        checked_product(&[c_pad, k_pad, bytes], what)?;
+        checked_product(&[even(bn), c_pad.max(k_pad), bytes], what)?;
         let bf = T::DTYPE == DType::Bf16;
         let (w_block, wt_block) = if bf {
             (vnni::packed_len(bc, bk), vnni::packed_len(bk, bc))
@@ -340,9 +355,9 @@ impl<T: Element> Linear<T> {
             kb,
             w_block,
             wt_block,
-            w: vec![T::default(); kb * cb * w_block],
+            w: try_filled(kb * cb * w_block, T::default(), what)?,
             w_lo: if bf {
-                vec![0; kb * cb * w_block]
+                try_filled(kb * cb * w_block, 0, what)?
             } else {
                 Vec::new()
             },
@@ -896,7 +911,9 @@ impl<T: Element> Linear<T> {
             };
             (&self.wg_x[j * nb * x_len..], &self.wg_dy[i * nb * dy_len..])
         } else {
-            (&x.as_slice()[j * bn * bc..], &dy.as_slice()[i * bn * bk..])
+            // A batch of no rows has no blocks: its panels are empty.
+            let panel = |t: &'p Blocked<T>, at: usize| t.as_slice().get(at..).unwrap_or_default();
+            (panel(x, j * bn * bc), panel(dy, i * bn * bk))
         };
         if self.wgrad_transposed {
             (dy_panel, x_panel)
@@ -1052,7 +1069,8 @@ impl<T: Element> Linear<T> {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] if no gradient has been computed yet (nothing is changed).
+    /// [`Error::Config`] if no gradient has been computed yet, or if `lr` is NaN or infinite
+    /// (nothing is changed).
     ///
     /// ```
     /// use dlrm_kernels::blocked::Blocked;
@@ -1068,6 +1086,7 @@ impl<T: Element> Linear<T> {
     /// # Ok::<(), dlrm_kernels::Error>(())
     /// ```
     pub fn update(&mut self, lr: f32) -> Result<()> {
+        check_lr(lr)?;
         if self.grad_w.len() != self.w.len() {
             return Err(Error::Config(
                 "update called before backward_weights computed a gradient".into(),
@@ -1097,7 +1116,8 @@ impl<T: Element> Linear<T> {
     ///
     /// # Errors
     ///
-    /// [`Error::Shape`] on a shape or blocking mismatch (nothing is changed).
+    /// [`Error::Shape`] on a shape or blocking mismatch, [`Error::Config`] if `lr` is NaN or
+    /// infinite (nothing is changed).
     ///
     /// ```
     /// use dlrm_kernels::blocked::Blocked;
@@ -1107,6 +1127,7 @@ impl<T: Element> Linear<T> {
     /// layer.set_parameters(&[1.0], &[0.0])?;
     /// let x = Blocked::from_row_major(&[2.0], 1, 1, 1, 1)?;
     /// let dy = Blocked::from_row_major(&[1.0], 1, 1, 1, 1)?;
+    /// assert!(layer.backward_weights_update(&x, &dy, f32::NAN).is_err());
     /// layer.backward_weights_update(&x, &dy, 0.25)?;
     /// assert_eq!(layer.weights(), vec![0.5]);
     /// # Ok::<(), dlrm_kernels::Error>(())
@@ -1117,6 +1138,7 @@ impl<T: Element> Linear<T> {
         dy: &Blocked<T>,
         lr: f32,
     ) -> Result<()> {
+        check_lr(lr)?;
         self.start_weight_grad(x, dy)?;
         // A gradient stored by an earlier `backward_weights` is stale now: drop it, so a
         // stray `update` reports an error instead of applying it again.
@@ -1185,6 +1207,16 @@ impl<T: Element> Linear<T> {
         res?;
         sgd.sgd(&mut self.bias, &self.grad_b, lr)?;
         Ok(())
+    }
+}
+
+/// `Err(Error::Config)` for a NaN or infinite learning rate, which would write NaN into
+/// every weight.
+pub(crate) fn check_lr(lr: f32) -> Result<()> {
+    if lr.is_finite() {
+        Ok(())
+    } else {
+        Err(Error::Config(format!("learning rate {lr} is not finite")))
     }
 }
 

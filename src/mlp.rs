@@ -20,7 +20,9 @@
 use crate::blocked::Blocked;
 use crate::error::{Error, Result};
 use crate::kernels::Element;
-use crate::linear::{Activation, Blocking, Linear, LinearConfig, default_block, input_block};
+use crate::linear::{
+    Activation, Blocking, Linear, LinearConfig, check_lr, default_block, input_block,
+};
 
 /// The shape of an [`Mlp`].
 ///
@@ -244,6 +246,10 @@ impl<T: Element> Mlp<T> {
     /// The blocked input tensor for a batch of `rows`, to be filled in place (e.g. by the
     /// interaction) before [`Mlp::forward_from_input`].
     ///
+    /// # Panics
+    ///
+    /// If a tensor of `rows` rows would not fit a `usize` (see [`Blocked::reshape_rows`]).
+    ///
     /// ```
     /// use dlrm_kernels::mlp::{Mlp, MlpConfig};
     /// let mut m = Mlp::<f32>::new(MlpConfig::new(vec![3, 2], 4), 0)?;
@@ -370,7 +376,8 @@ impl<T: Element> Mlp<T> {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] if no backward pass has run.
+    /// [`Error::Config`] if no backward pass has run, or if `lr` is NaN or infinite (nothing is
+    /// changed).
     ///
     /// ```
     /// use dlrm_kernels::mlp::{Mlp, MlpConfig};
@@ -379,6 +386,7 @@ impl<T: Element> Mlp<T> {
     /// # Ok::<(), dlrm_kernels::Error>(())
     /// ```
     pub fn step(&mut self, lr: f32) -> Result<()> {
+        check_lr(lr)?;
         self.layers.iter_mut().try_for_each(|l| l.update(lr))
     }
 
@@ -387,7 +395,8 @@ impl<T: Element> Mlp<T> {
     ///
     /// # Errors
     ///
-    /// [`Error::Shape`] if `d_output` is not `batch x sizes.last()` (nothing is changed).
+    /// [`Error::Shape`] if `d_output` is not `batch x sizes.last()`, [`Error::Config`] if `lr`
+    /// is NaN or infinite (nothing is changed).
     ///
     /// ```
     /// use dlrm_kernels::mlp::{Mlp, MlpConfig};
@@ -405,7 +414,7 @@ impl<T: Element> Mlp<T> {
     ///
     /// # Errors
     ///
-    /// Kernel errors only.
+    /// [`Error::Config`] if `lr` is NaN or infinite (nothing is changed); kernel errors.
     ///
     /// ```
     /// use dlrm_kernels::mlp::{Mlp, MlpConfig};
@@ -416,6 +425,9 @@ impl<T: Element> Mlp<T> {
     /// # Ok::<(), dlrm_kernels::Error>(())
     /// ```
     pub fn backward_from_output_grad(&mut self, input_grad: bool, lr: Option<f32>) -> Result<()> {
+        if let Some(lr) = lr {
+            check_lr(lr)?;
+        }
         let last = self.layers.len() - 1;
         for l in (0..self.layers.len()).rev() {
             let act_below = (l > 0).then(|| self.layers[l - 1].config().activation);
@@ -454,6 +466,9 @@ impl<T: Element> Mlp<T> {
     }
 
     fn backward_impl(&mut self, d_output: &[f32], input_grad: bool, lr: Option<f32>) -> Result<()> {
+        if let Some(lr) = lr {
+            check_lr(lr)?;
+        }
         self.output_grad_mut().copy_from_row_major(d_output)?;
         self.backward_from_output_grad(input_grad, lr)
     }

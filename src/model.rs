@@ -41,10 +41,11 @@ use crate::embedding::{
     Bags, EmbeddingBagConfig, EmbeddingBags, EmbeddingTable, Optimizer, TableConfig,
 };
 use crate::error::{Error, Result, check_len};
-use crate::interaction::{Interaction, InteractionOp};
+use crate::interaction::{Interaction, InteractionOp, checked_output_dim};
 use crate::kernels::Element;
 use crate::linear::Activation;
 use crate::loss::{Loss, sigmoid};
+use crate::memory;
 use crate::mlp::{Mlp, MlpConfig};
 use crate::optim::LrPolicy;
 
@@ -241,7 +242,9 @@ impl DlrmConfig {
     ///
     /// [`Error::Config`] naming the problem: an MLP with fewer than two sizes (bottom) or
     /// none (top), a zero size, a bottom output width other than the embedding dim, a top
-    /// MLP not ending in 1, no tables, a table with zero rows, a zero batch.
+    /// MLP not ending in 1, no tables, a table with zero rows, a zero batch, a NaN or infinite
+    /// learning rate. (Whether the sizes fit in memory is [`crate::memory::check`]'s
+    /// question.)
     ///
     /// ```
     /// let mut c = dlrm_kernels::model::DlrmConfig::small();
@@ -290,6 +293,9 @@ impl DlrmConfig {
         if self.batch_size == 0 {
             return bad("the batch size must be positive".into());
         }
+        if !self.lr.base_lr.is_finite() {
+            return bad(format!("learning rate {} is not finite", self.lr.base_lr));
+        }
         Ok(())
     }
 
@@ -310,12 +316,13 @@ impl DlrmConfig {
 
     /// Width of the interaction output (the top MLP's input).
     fn interaction_width(&self) -> usize {
-        let (d, f) = (self.embedding_dim, self.table_rows.len() + 1);
-        match (self.interaction, self.interaction_itself) {
-            (InteractionOp::Dot, false) => d + f * (f - 1) / 2,
-            (InteractionOp::Dot, true) => d + f * (f + 1) / 2,
-            (InteractionOp::Cat, _) => d * f,
-        }
+        checked_output_dim(
+            self.interaction,
+            self.interaction_itself,
+            self.table_rows.len(),
+            self.embedding_dim,
+        )
+        .unwrap_or(usize::MAX)
     }
 }
 
@@ -455,16 +462,22 @@ impl Dlrm {
     /// # Errors
     ///
     /// [`Error::Config`] for a configuration that cannot work (see
-    /// [`DlrmConfig::validate`]); allocation or kernel errors.
+    /// [`DlrmConfig::validate`]); [`Error::TooLarge`] naming the setting when the model's
+    /// sizes overflow or it would not fit in the memory available (see
+    /// [`crate::memory::check`]: checked before anything is allocated); kernel errors.
     ///
     /// ```
     /// use dlrm_kernels::model::{Dlrm, DlrmConfig};
     /// let mut cfg = DlrmConfig::tiny();
     /// cfg.top_mlp = vec![8, 2];
     /// assert!(Dlrm::new(cfg, 0).is_err());
+    /// let huge = DlrmConfig { batch_size: 1 << 60, ..DlrmConfig::tiny() };
+    /// let err = Dlrm::new(huge, 0).unwrap_err();
+    /// assert!(err.to_string().starts_with("batch size 1152921504606846976: "));
     /// ```
     pub fn new(cfg: DlrmConfig, seed: u64) -> Result<Self> {
         cfg.validate()?;
+        memory::check(&cfg)?;
         let tables = cfg.table_rows.len();
         let inter = Interaction::new(
             cfg.interaction,

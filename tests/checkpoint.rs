@@ -284,3 +284,125 @@ fn mismatched_and_broken_checkpoints_are_refused_and_change_nothing() {
         std::fs::remove_file(p).unwrap();
     }
 }
+
+/// A copy of the checkpoint `like` with metadata `key` set to `value`.
+fn with_metadata(path: &Path, like: &Path, key: &str, value: &str) {
+    use safetensors::tensor::TensorView;
+    let bytes = std::fs::read(like).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let mut meta = header.metadata().clone().unwrap();
+    meta.insert(key.into(), value.into());
+    let views: Vec<(String, TensorView<'_>)> = st.tensors();
+    safetensors::serialize_to_file(views, Some(meta), path).unwrap();
+}
+
+/// Sizes in a crafted file's metadata are checked before anything is allocated: a model too
+/// large for memory, or whose sizes overflow, is an error naming the metadata entry (not an
+/// allocation failure that aborts the process, nor a model built from wrapped sizes).
+#[test]
+fn absurd_sizes_in_a_checkpoint_are_errors_naming_the_entry() {
+    let c = cfg(Precision::F32, EmbeddingOptimizer::Sgd);
+    let good = tmp("sizes-good");
+    checkpoint::save(&Dlrm::new(c, 1).unwrap(), &good).unwrap();
+    let many_huge_tables = vec!["4294967295"; 64].join("-");
+    let cases = [
+        ("mini_batch_size", "1000000000000".to_string()),
+        ("mini_batch_size", u64::MAX.to_string()),
+        ("arch_mlp_top", "100000000000-1".to_string()),
+        ("arch_mlp_bot", "3-10000000000-4".to_string()),
+        ("arch_embedding_size", many_huge_tables),
+    ];
+    for (i, (key, value)) in cases.iter().enumerate() {
+        let crafted = tmp(&format!("sizes-{i}"));
+        with_metadata(&crafted, &good, key, value);
+        for err in [
+            checkpoint::load(&crafted).unwrap_err(),
+            checkpoint::read_config(&crafted)
+                .and_then(|c| Dlrm::new(c, 0).map(|_| ()))
+                .unwrap_err(),
+        ] {
+            let msg = err.to_string();
+            assert!(msg.contains(value.as_str()), "{key}: {msg}");
+            if let Error::Checkpoint { .. } = err {
+                assert!(msg.contains(key), "{key}: {msg}");
+            }
+        }
+        std::fs::remove_file(crafted).unwrap();
+    }
+    std::fs::remove_file(good).unwrap();
+}
+
+/// The bytes of a file's header: its JSON.
+fn header_json(path: &Path) -> String {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    String::from_utf8(bytes[8..8 + n].to_vec()).unwrap()
+}
+
+/// The same model gives the same bytes, with the metadata in a fixed order; a checkpoint is
+/// created as any new file is (with the user's umask), and nothing else is left beside it.
+#[test]
+fn the_same_model_gives_the_same_bytes_with_the_users_file_mode() {
+    let dir = std::env::temp_dir().join(format!("dlrm-ckpt-{}-bytes", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = Dlrm::new(cfg(Precision::Bf16, EmbeddingOptimizer::RowwiseAdagrad), 4).unwrap();
+    let (a, b) = (dir.join("a.safetensors"), dir.join("b.safetensors"));
+    checkpoint::save(&model, &a).unwrap();
+    checkpoint::save(&model, &b).unwrap();
+    let same = |a: &Path, b: &Path| std::fs::read(a).unwrap() == std::fs::read(b).unwrap();
+    assert!(same(&a, &b), "{}\n{}", header_json(&a), header_json(&b));
+    let header = header_json(&a);
+    let keys = [
+        "format",
+        "arch_mlp_bot",
+        "arch_mlp_top",
+        "arch_embedding_size",
+        "arch_sparse_feature_size",
+        "arch_interaction_op",
+        "arch_interaction_itself",
+        "precision",
+        "mini_batch_size",
+        "loss_function",
+        "optimizer",
+        "learning_rate",
+        "lr_num_warmup_steps",
+        "lr_decay_start_step",
+        "lr_num_decay_steps",
+        "step",
+    ];
+    let at: Vec<usize> = keys
+        .iter()
+        .map(|k| header.find(&format!("\"{k}\":")).expect(k))
+        .collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "{header}");
+    // Overwriting keeps the bytes the same too.
+    checkpoint::save(&model, &a).unwrap();
+    assert!(same(&a, &b), "{}\n{}", header_json(&a), header_json(&b));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let plain = dir.join("plain");
+        std::fs::write(&plain, b"x").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(
+            mode(&a),
+            mode(&plain),
+            "the checkpoint's mode is the umask's"
+        );
+        std::fs::remove_file(plain).unwrap();
+    }
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["a.safetensors", "b.safetensors"]);
+    // A save that fails leaves nothing behind: here the target is a directory.
+    let taken = dir.join("taken");
+    std::fs::create_dir(&taken).unwrap();
+    let err = checkpoint::save(&model, &taken).unwrap_err();
+    assert!(err.to_string().contains("taken"), "{err}");
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 3);
+    std::fs::remove_dir_all(dir).unwrap();
+}

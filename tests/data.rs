@@ -397,3 +397,27 @@ fn prefetcher_keeps_order_and_stops_at_an_error() {
     assert!(p.next().is_some());
     drop(p);
 }
+
+/// Empty fields read as 0, the label included (as the reference reads them).
+#[test]
+fn an_empty_label_reads_as_zero() {
+    use dlrm_kernels::data::criteo::{Record, parse_line};
+    let mut fields = vec![""; 40];
+    fields[1] = "7";
+    fields[14] = "ff";
+    let line = fields.join("\t");
+    let mut r = Record {
+        label: 1,
+        ..Record::default()
+    };
+    parse_line(line.as_bytes(), &mut r).unwrap();
+    assert_eq!((r.label, r.dense[0], r.cat[0]), (0, 7, 0xff));
+    // Other labels are still refused, and a line of the wrong length still is.
+    fields[0] = "2";
+    let err = parse_line(fields.join("\t").as_bytes(), &mut r).unwrap_err();
+    assert_eq!(err, "label \"2\", expected 0 or 1");
+    assert_eq!(
+        parse_line(b"", &mut r).unwrap_err(),
+        "1 fields, expected 40"
+    );
+}

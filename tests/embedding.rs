@@ -792,3 +792,19 @@ fn offsets_kinds_agree_and_empty_batches_work() {
     .unwrap();
     assert_eq!(table_bits(&emb), before);
 }
+
+/// A negative index is reported as negative, not as "-2 >= rows 10".
+#[test]
+fn a_negative_index_is_reported_as_negative() {
+    let mut c = ErrorCase::new();
+    let err = c.fails(Bags::new(&[0, 9, 1, -2], &[0, 1, 2]));
+    assert_eq!(
+        err.to_string(),
+        "table 1, bag 2, position 3: index -2 is negative (rows are 0 to 9)"
+    );
+    let err = c.fails(Bags::new(&[0, 10], &[0, 1, 2]));
+    assert_eq!(
+        err.to_string(),
+        "table 1, bag 1, position 1: index 10 >= rows 10"
+    );
+}

@@ -598,3 +598,89 @@ fn backward_data_through_equals_backward_data_then_activation_backward() {
     through_matches_two_passes::<f32>();
     through_matches_two_passes::<half::bf16>();
 }
+
+/// A layer of several blocks, `13 -> 7` in `bn 4, bc 5, bk 3` blocks.
+fn multi_block_layer<T: Element>() -> Linear<T> {
+    let blocking = Blocking {
+        bn: 4,
+        bc: 5,
+        bk: 3,
+    };
+    Linear::<T>::new(LinearConfig::new(13, 7, Activation::Relu, blocking), 3).unwrap()
+}
+
+fn zero_rows_give_zero_gradients<T: Element>() {
+    let mut layer = multi_block_layer::<T>();
+    let (w0, b0) = (layer.weights(), layer.bias().to_vec());
+    let x = layer.input_zeros(0).unwrap();
+    let dy = layer.output_zeros(0).unwrap();
+    layer.backward_weights(&x, &dy).unwrap();
+    assert_eq!(layer.weight_grad(), vec![0.0; 13 * 7], "{:?}", T::DTYPE);
+    assert_eq!(layer.bias_grad(), &[0.0; 7][..]);
+    layer.update(0.5).unwrap();
+    layer.backward_weights_update(&x, &dy, 0.5).unwrap();
+    assert_eq!((layer.weights(), layer.bias().to_vec()), (w0, b0));
+    let mut dx = layer.input_zeros(0).unwrap();
+    layer.backward_data(&dy, &mut dx).unwrap();
+}
+
+/// A batch of zero rows (the MLP docs allow any number of rows) has zero gradients: the
+/// layers' weights and biases stay as they are.
+#[test]
+fn zero_row_batches_have_zero_gradients() {
+    zero_rows_give_zero_gradients::<f32>();
+    zero_rows_give_zero_gradients::<bf16>();
+    let cfg = MlpConfig {
+        feature_block: Some(4),
+        ..MlpConfig::new(vec![13, 9, 7], 8)
+    };
+    let mut mlp = Mlp::<f32>::new(cfg, 1).unwrap();
+    let before: Vec<Vec<f32>> = mlp.layers().iter().map(|l| l.weights()).collect();
+    mlp.forward(&[]).unwrap();
+    assert_eq!(mlp.batch(), 0);
+    mlp.backward(&[], true).unwrap();
+    mlp.step(0.1).unwrap();
+    mlp.backward_step(&[], true, 0.1).unwrap();
+    let after: Vec<Vec<f32>> = mlp.layers().iter().map(|l| l.weights()).collect();
+    assert_eq!(after, before);
+    // And a full batch still trains afterwards.
+    mlp.forward(&[0.5; 3 * 13]).unwrap();
+    mlp.backward_step(&[1.0; 3 * 7], false, 0.1).unwrap();
+}
+
+fn non_finite_learning_rates_are_refused<T: Element>() {
+    let mut layer = multi_block_layer::<T>();
+    let x = Blocked::from_row_major(&[0.5; 2 * 13], 2, 13, 4, 5).unwrap();
+    let dy = Blocked::from_row_major(&[0.25; 2 * 7], 2, 7, 4, 3).unwrap();
+    layer.backward_weights(&x, &dy).unwrap();
+    let (w0, b0) = (layer.weights(), layer.bias().to_vec());
+    for lr in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let err = layer.update(lr).unwrap_err();
+        assert!(matches!(err, Error::Config(_)), "{err}");
+        assert!(err.to_string().contains("learning rate"), "{err}");
+        let err = layer.backward_weights_update(&x, &dy, lr).unwrap_err();
+        assert!(err.to_string().contains("learning rate"), "{err}");
+        assert_eq!(
+            (layer.weights(), layer.bias().to_vec()),
+            (w0.clone(), b0.clone())
+        );
+    }
+    // The gradient of the refused calls is still there to apply.
+    layer.update(0.1).unwrap();
+    assert_ne!(layer.weights(), w0);
+}
+
+/// A NaN or infinite learning rate is an error that changes nothing (as the embedding update
+/// refuses it), not NaN written into the weights.
+#[test]
+fn non_finite_learning_rates_are_errors_that_change_nothing() {
+    non_finite_learning_rates_are_refused::<f32>();
+    non_finite_learning_rates_are_refused::<bf16>();
+    let mut mlp = Mlp::<f32>::new(MlpConfig::new(vec![3, 2], 4), 0).unwrap();
+    mlp.forward(&[1.0; 12]).unwrap();
+    let before = mlp.layers()[0].weights();
+    assert!(mlp.backward_step(&[0.5; 8], true, f32::NAN).is_err());
+    mlp.backward(&[0.5; 8], true).unwrap();
+    assert!(mlp.step(f32::NAN).is_err());
+    assert_eq!(mlp.layers()[0].weights(), before);
+}

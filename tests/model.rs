@@ -323,6 +323,20 @@ fn bad_configs_are_refused() {
             },
             "batch size",
         ),
+        (
+            DlrmConfig {
+                lr: LrPolicy::constant(f32::NAN),
+                ..base.clone()
+            },
+            "learning rate NaN is not finite",
+        ),
+        (
+            DlrmConfig {
+                lr: LrPolicy::constant(f32::INFINITY),
+                ..base.clone()
+            },
+            "learning rate inf is not finite",
+        ),
     ];
     for (cfg, want) in cases {
         let err = Dlrm::new(cfg, 0).unwrap_err().to_string();

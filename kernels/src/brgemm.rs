@@ -246,6 +246,9 @@ impl BrgemmDesc {
     /// An f32 descriptor with tight leading dimensions, a strided batch of back-to-back
     /// matrices (`stride_a = m * k`, `stride_b = k * n`) and [`Accum::Replace`].
     ///
+    /// A stride whose product overflows saturates at `usize::MAX`; [`Brgemm::new`] then
+    /// refuses the descriptor with [`KernelError::Overflow`].
+    ///
     /// ```
     /// let d = dlrm_microkernels::BrgemmDesc::f32(4, 5, 6);
     /// assert_eq!((d.lda, d.ldb, d.ldc), (6, 5, 5));
@@ -262,8 +265,8 @@ impl BrgemmDesc {
             output: DType::F32,
             a_layout: ALayout::RowMajor,
             batch: BatchKind::Strided {
-                stride_a: m * k,
-                stride_b: k * n,
+                stride_a: m.saturating_mul(k),
+                stride_b: k.saturating_mul(n),
             },
             accum: Accum::Replace,
         }
@@ -280,8 +283,9 @@ impl BrgemmDesc {
         BrgemmDesc {
             input: DType::Bf16,
             batch: BatchKind::Strided {
-                stride_a: m * k,
-                stride_b: crate::vnni::packed_len(k, n),
+                stride_a: m.saturating_mul(k),
+                // vnni::packed_len(k, n), saturating as above.
+                stride_b: k.div_ceil(2).saturating_mul(2).saturating_mul(n),
             },
             ..BrgemmDesc::f32(m, n, k)
         }
@@ -368,8 +372,9 @@ impl BrgemmDesc {
             match self.b_layout() {
                 BLayout::RowMajor => (k - 1).checked_mul(self.ldb).and_then(|x| x.checked_add(n)),
                 BLayout::Vnni2 => (k.div_ceil(2) - 1)
-                    .checked_mul(2 * self.ldb)
-                    .and_then(|x| x.checked_add(2 * n)),
+                    .checked_mul(2)
+                    .and_then(|x| x.checked_mul(self.ldb))
+                    .and_then(|x| x.checked_add(n.checked_mul(2)?)),
             }
             .ok_or(ovf("the extent of B"))?
         };

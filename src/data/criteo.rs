@@ -2,8 +2,8 @@
 //! reader and the reference's train / validation / test split.
 //!
 //! One sample per line, tab-separated: `label`, 13 integer features `I1..I13`, 26 categorical
-//! features `C1..C26` as 32-bit hexadecimal. Any field may be empty (read as 0). Dense values
-//! are clipped at 0 and transformed with `ln(x + 1)`; categorical values become table rows as
+//! features `C1..C26` as 32-bit hexadecimal. Any field may be empty, the label too (read as 0,
+//! as the reference reads it). Dense values are clipped at 0 and transformed with `ln(x + 1)`; categorical values become table rows as
 //! `value mod max_ind_range`.
 //!
 //! Splits, as the DLRM reference makes them: Kaggle's one file is cut into 7 "days" of equal
@@ -38,7 +38,7 @@ pub const FIELDS: usize = 1 + DENSE + SPARSE;
 /// One parsed sample, before the transforms: dense clipped at 0, categorical raw 32-bit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Record {
-    /// 0 or 1.
+    /// 0 or 1 (an empty label is 0).
     pub label: i32,
     /// Integer features, negative values clipped to 0, empty fields 0.
     pub dense: [i32; DENSE],
@@ -55,8 +55,9 @@ fn bad(msg: impl Into<String>) -> String {
 ///
 /// # Errors
 ///
-/// A description of what is malformed: the field count, a label other than 0 or 1, a
-/// non-integer dense field, a categorical field that is not hexadecimal of at most 8 digits.
+/// A description of what is malformed: the field count, a label other than 0, 1 or empty
+/// (read as 0, as every empty field), a non-integer dense field, a categorical field that is
+/// not hexadecimal of at most 8 digits.
 ///
 /// ```
 /// use dlrm_kernels::data::criteo::{parse_line, Record};
@@ -72,9 +73,10 @@ pub fn parse_line(line: &[u8], rec: &mut Record) -> std::result::Result<(), Stri
         n += 1;
         fields.next()
     };
-    let label = next().ok_or_else(|| bad("empty line"))?;
+    // `split` gives at least one field, even for an empty line.
+    let label = next().unwrap_or_default();
     rec.label = match label {
-        b"0" => 0,
+        b"" | b"0" => 0,
         b"1" => 1,
         other => {
             return Err(bad(format!(

@@ -68,7 +68,8 @@ impl RandomData {
     /// # Errors
     ///
     /// [`Error::Config`] for a zero batch size, no tables, a table with no rows or more than
-    /// `u32::MAX` (as many as an embedding table can have), or `K = 0`.
+    /// `u32::MAX` (as many as an embedding table can have), `K = 0`, or a batch whose size
+    /// overflows.
     ///
     /// ```
     /// use dlrm_kernels::data::random::{RandomData, RandomDataConfig};
@@ -88,6 +89,16 @@ impl RandomData {
         if let Some(t) = cfg.table_rows.iter().position(|&r| r == 0) {
             return Err(Error::Config(format!(
                 "random data: table {t} has zero rows"
+            )));
+        }
+        let b = cfg.batch_size;
+        if b.checked_mul(cfg.indices_per_lookup).is_none()
+            || b.checked_mul(cfg.dense_features).is_none()
+        {
+            return Err(Error::Config(format!(
+                "random data: a batch of {b} samples with K {} and {} dense features: its size \
+                 overflows",
+                cfg.indices_per_lookup, cfg.dense_features
             )));
         }
         if let Some(t) = cfg.table_rows.iter().position(|&r| r > u32::MAX as usize) {

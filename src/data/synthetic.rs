@@ -78,25 +78,41 @@ impl SyntheticData {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] for a zero batch size, no tables, an empty table, zero lookups or a
-    /// skew below 1.
+    /// [`Error::Config`] naming the field: a zero batch size, no tables, an empty table,
+    /// zero lookups, a skew below 1, or a batch whose size overflows.
     ///
     /// ```
     /// use dlrm_kernels::data::synthetic::{SyntheticData, SyntheticConfig};
     /// let bad = SyntheticConfig { lookups: 0, ..SyntheticConfig::default() };
-    /// assert!(SyntheticData::new(bad).is_err());
+    /// assert_eq!(
+    ///     SyntheticData::new(bad).unwrap_err().to_string(),
+    ///     "invalid configuration: synthetic data: lookups per bag must be at least 1, got 0"
+    /// );
     /// ```
     pub fn new(cfg: SyntheticConfig) -> Result<Self> {
-        if cfg.batch_size == 0
-            || cfg.table_rows.is_empty()
-            || cfg.table_rows.contains(&0)
-            || cfg.lookups == 0
-            || cfg.skew < 1.0
-        {
-            return Err(Error::Config(format!(
-                "synthetic data needs a positive batch size, non-empty tables, lookups >= 1 \
-                 and skew >= 1 (got {cfg:?})"
-            )));
+        let bad = |msg: String| Err(Error::Config(format!("synthetic data: {msg}")));
+        if cfg.batch_size == 0 {
+            return bad("the batch size must be at least 1, got 0".into());
+        }
+        if cfg.table_rows.is_empty() {
+            return bad("at least one table is needed".into());
+        }
+        if let Some(t) = cfg.table_rows.iter().position(|&r| r == 0) {
+            return bad(format!("table {t} has zero rows"));
+        }
+        if cfg.lookups == 0 {
+            return bad("lookups per bag must be at least 1, got 0".into());
+        }
+        if cfg.skew.is_nan() || cfg.skew < 1.0 {
+            return bad(format!("the skew must be at least 1, got {}", cfg.skew));
+        }
+        let b = cfg.batch_size;
+        if b.checked_mul(cfg.lookups).is_none() || b.checked_mul(cfg.dense_features).is_none() {
+            return bad(format!(
+                "a batch of {b} samples with {} lookups per bag and {} dense features: its size \
+                 overflows",
+                cfg.lookups, cfg.dense_features
+            ));
         }
         let mut rng = Rng::new(cfg.seed).fork(u64::MAX);
         let dense_w = (0..cfg.dense_features)
