@@ -20,29 +20,19 @@ use dlrm_microkernels::{
 
 const PEAK_ITERS: u64 = 400_000;
 
-fn peak_id(p: Peak) -> &'static str {
-    match p {
-        Peak::Fp32Fma => "fp32_fma",
-        Peak::Bf16Dot => "bf16_dot",
-        Peak::AmxTiles => "amx_tiles",
-    }
-}
-
 fn bench_peaks(c: &mut Criterion, lines: &mut Vec<Line>) {
     let mut g = c.benchmark_group("peak");
-    for p in [Peak::Fp32Fma, Peak::Bf16Dot, Peak::AmxTiles] {
+    for p in Peak::ALL {
         if !p.is_available() {
             eprintln!("skip: peak {p:?} needs {}, not available", p.isa());
             continue;
         }
         let flops = PEAK_ITERS * p.flops_per_iteration();
         g.throughput(Throughput::Elements(flops));
-        g.bench_function(peak_id(p), |b| {
-            b.iter(|| peak::run(p, black_box(PEAK_ITERS)))
-        });
+        g.bench_function(p.name(), |b| b.iter(|| peak::run(p, black_box(PEAK_ITERS))));
         lines.push(Line {
             group: "peak".into(),
-            id: peak_id(p).into(),
+            id: p.name().into(),
             work: flops as f64,
             unit: "GFLOP/s",
             versus: None,
@@ -54,9 +44,9 @@ fn bench_peaks(c: &mut Criterion, lines: &mut Vec<Line>) {
 fn versus_peak(p: Peak) -> Option<(String, String, String, f64)> {
     p.is_available().then(|| {
         (
-            format!("{} peak", peak_id(p)),
+            format!("{} peak", p.name()),
             "peak".to_string(),
-            peak_id(p).to_string(),
+            p.name().to_string(),
             (PEAK_ITERS * p.flops_per_iteration()) as f64,
         )
     })

@@ -34,18 +34,14 @@ fn pool(threads: usize) -> ThreadPool {
 }
 
 fn peak_name(p: Peak, threads: usize) -> String {
-    let base = match p {
-        Peak::Fp32Fma => "fp32_fma",
-        Peak::Bf16Dot => "bf16_dot",
-    };
-    format!("{base}_{threads}t")
+    format!("{}_{threads}t", p.name())
 }
 
 fn bench_peaks(c: &mut Criterion, lines: &mut Vec<Line>) {
     let mut g = c.benchmark_group("peak");
     for threads in [1, 2] {
         let pool = pool(threads);
-        for p in [Peak::Fp32Fma, Peak::Bf16Dot] {
+        for p in Peak::ALL {
             if !p.is_available() {
                 eprintln!("skip: peak {p:?} not available on this CPU");
                 continue;

@@ -28,6 +28,22 @@ pub enum Peak {
 }
 
 impl Peak {
+    /// Every loop.
+    pub const ALL: [Peak; 3] = [Peak::Fp32Fma, Peak::Bf16Dot, Peak::AmxTiles];
+
+    /// A short name (`fp32_fma`, `bf16_dot`, `amx_tiles`), for reports.
+    ///
+    /// ```
+    /// assert_eq!(dlrm_microkernels::peak::Peak::AmxTiles.name(), "amx_tiles");
+    /// ```
+    pub fn name(self) -> &'static str {
+        match self {
+            Peak::Fp32Fma => "fp32_fma",
+            Peak::Bf16Dot => "bf16_dot",
+            Peak::AmxTiles => "amx_tiles",
+        }
+    }
+
     /// The ISA the loop needs.
     ///
     /// ```

@@ -121,7 +121,9 @@ unsafe fn tile<V: Vector, D: Dot<V>, O: OutElem, const MR: usize, const NR: usiz
         // SAFETY: as for the loads of C above; the bias covers the n columns and the mask
         // C's extent (checked by the API).
         unsafe {
-            V::out_of_line(move || store_with_epilogue::<V, O, MR, NR>(p, acc, row0, col0, masks, c0))
+            V::out_of_line(move || {
+                store_with_epilogue::<V, O, MR, NR>(p, acc, row0, col0, masks, c0)
+            })
         };
         return;
     }
