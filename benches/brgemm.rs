@@ -271,7 +271,6 @@ fn main() {
         .measurement_time(Duration::from_secs(3))
         .configure_from_args();
     let mut lines = Vec::new();
-    eprintln!("{}", dlrm_microkernels::diagnostics::Diagnostics::get());
     bench_peaks(&mut c, &mut lines);
     bench_blocks(&mut c, &mut lines);
     bench_tiles(&mut c, &mut lines);

@@ -13,11 +13,13 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
+use dlrm_kernels::DType;
 use dlrm_kernels::data::random::{RandomData, RandomDataConfig};
 use dlrm_kernels::embedding::{
     Bags, EmbeddingBagConfig, EmbeddingBags, EmbeddingTable, TableConfig,
 };
 use dlrm_kernels::kernels::peak::{self, Peak};
+use dlrm_kernels::kernels::tuning::Tuning;
 use dlrm_kernels::model::{Dlrm, DlrmConfig, MiniBatch, Precision};
 use rayon::ThreadPool;
 
@@ -122,9 +124,6 @@ fn main() {
     let distinct = batches.iter().map(distinct_rows).sum::<usize>() as f64 / BATCHES as f64;
     let mut report = Vec::new();
     for precision in [Precision::F32, Precision::Bf16] {
-        if precision == Precision::Bf16 && !Peak::Bf16Dot.is_available() {
-            eprintln!("skip: bf16 step needs AVX512-BF16 for a meaningful figure");
-        }
         let cfg = DlrmConfig {
             precision,
             lr: dlrm_kernels::optim::LrPolicy::constant(0.01),
@@ -151,11 +150,11 @@ fn main() {
         let wall = t.elapsed().as_secs_f64() * 1e3 / (2 * BATCHES) as f64;
         let tm = model.timings();
         let per = |d: Duration| d.as_secs_f64() * 1e3 / tm.steps as f64;
-        let peak = if precision == Precision::Bf16 && Peak::Bf16Dot.is_available() {
-            Peak::Bf16Dot
-        } else {
-            Peak::Fp32Fma
-        };
+        let tuning = Tuning::for_backend(dlrm_kernels::Isa::active().unwrap()).unwrap();
+        let peak = tuning.peak(match precision {
+            Precision::F32 => DType::F32,
+            Precision::Bf16 => DType::Bf16,
+        });
         let peak_flops = peak_rate(&pool, peak);
         let gather = gather_rate(&pool, precision);
         let floor =
@@ -179,6 +178,10 @@ fn main() {
         ));
     }
     c.final_summary();
+    println!(
+        "\n{}",
+        dlrm_kernels::kernels::diagnostics::Diagnostics::get()
+    );
     println!(
         "\n== dlrm_step: small config, batch 2048, {lookups:.0} lookups and {distinct:.0} distinct rows per step =="
     );

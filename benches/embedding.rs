@@ -217,11 +217,6 @@ fn main() {
         .skip(1)
         .find(|a| !a.starts_with('-'))
         .filter(|a| !a.is_empty());
-    eprintln!(
-        "active ISA: {:?}, best: {}",
-        dlrm_kernels::Isa::active(),
-        dlrm_kernels::Isa::best()
-    );
     let mut lines = Vec::new();
     for case in cases() {
         bench_case(&mut c, &case, &filter, &mut lines);

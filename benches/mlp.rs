@@ -16,9 +16,10 @@ use criterion::{Criterion, Throughput};
 use dlrm_kernels::blocked::Blocked;
 use dlrm_kernels::kernels::Element;
 use dlrm_kernels::kernels::peak::{self, Peak};
+use dlrm_kernels::kernels::tuning::Tuning;
 use dlrm_kernels::linear::{Activation, Blocking, Linear, LinearConfig};
 use dlrm_kernels::rng::Rng;
-use dlrm_kernels::{DType, bf16};
+use dlrm_kernels::{DType, Isa, bf16};
 use rayon::ThreadPool;
 
 const N: usize = 2048;
@@ -68,11 +69,8 @@ fn bench_peaks(c: &mut Criterion, lines: &mut Vec<Line>) {
 fn bench_linear<T: Element>(c: &mut Criterion, lines: &mut Vec<Line>) {
     let bf = T::DTYPE == DType::Bf16;
     let group = if bf { "mlp_bf16" } else { "mlp_f32" };
-    let peak = if bf && Peak::Bf16Dot.is_available() {
-        Peak::Bf16Dot
-    } else {
-        Peak::Fp32Fma
-    };
+    let tuning = Tuning::for_backend(Isa::active().unwrap()).unwrap();
+    let peak = tuning.peak(T::DTYPE);
     let blocking = Blocking::auto(N, C, K);
     let cfg = LinearConfig::new(C, K, Activation::Relu, blocking);
     let pass_flops = (2 * N * C * K) as f64;

@@ -42,9 +42,11 @@ pub fn median_ns(group: &str, id: &str) -> Option<f64> {
     v["median"]["point_estimate"].as_f64()
 }
 
-/// Print a table of rate and comparison for every line that ran.
+/// Print a table of rate and comparison for every line that ran, after the machine and the
+/// kernel configuration it ran with (CPU, backend, register tile, bf16 path).
 pub fn print_summary(title: &str, lines: &[Line]) {
     println!("\n== {title}: medians ==");
+    println!("{}", dlrm_microkernels::diagnostics::Diagnostics::get());
     println!(
         "{:<28} {:<34} {:>12} {:>10}  versus",
         "group", "id", "rate", "unit"

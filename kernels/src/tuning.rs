@@ -248,6 +248,25 @@ impl Tuning {
         })
     }
 
+    /// The peak loop a kernel of this input type is measured against: the instruction its
+    /// BRGEMM runs on (the fp32 FMA loop for f32 and for widened bf16, `vdpbf16ps` for the
+    /// dot path, `tdpbf16ps` for tiles).
+    ///
+    /// ```
+    /// use dlrm_microkernels::{peak::Peak, tuning::Tuning, DType, Isa};
+    /// let t = Tuning::for_backend(Isa::active()?)?;
+    /// assert_eq!(t.peak(DType::F32), Peak::Fp32Fma);
+    /// # Ok::<(), dlrm_microkernels::KernelError>(())
+    /// ```
+    pub fn peak(&self, input: crate::DType) -> crate::peak::Peak {
+        use crate::peak::Peak;
+        match (input, self.bf16_gemm) {
+            (crate::DType::Bf16, Bf16Gemm::Tiles) => Peak::AmxTiles,
+            (crate::DType::Bf16, Bf16Gemm::Dot) => Peak::Bf16Dot,
+            _ => Peak::Fp32Fma,
+        }
+    }
+
     /// The CPU table's choices for `isa` on a CPU of this vendor, family and model, before
     /// the environment and the backend's limits are applied (pure: for tests and
     /// documentation).

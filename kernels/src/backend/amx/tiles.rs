@@ -16,7 +16,6 @@ use half::bf16;
 
 use crate::Element;
 use crate::abi::{BatchPtrs, Params};
-use crate::backend::portable;
 
 /// Rows of a tile.
 pub(crate) const ROWS: usize = 16;
@@ -273,15 +272,66 @@ unsafe fn block<T: TileOps, O: Element, const MT: usize, const NT: usize>(
                 }
                 ops.store(t, cbuf.0.as_mut_ptr(), ROW_BYTES);
                 let buf = cbuf.as_f32_mut();
-                for r in 0..rows_of(i) {
-                    for col in 0..cols_of(j) {
-                        let mut v = buf[r * TN + col];
-                        if p.epi.active {
-                            v = portable::epilogue(p, v, r0 + r, c0 + col, bias, mask);
-                        }
-                        *at.add(r * p.ldc + col) = O::from_f32(v);
-                    }
+                let cols = cols_of(j);
+                for (r, row) in buf.chunks_exact_mut(TN).take(rows_of(i)).enumerate() {
+                    let mask_row = mask.map(|m| &m[(r0 + r) * p.ldc + c0..][..cols]);
+                    let bias = bias.map(|b| &b[c0..c0 + cols]);
+                    finish_row(p, &mut row[..cols], r0 + r, c0, bias, mask_row);
+                    let out = std::slice::from_raw_parts_mut(at.add(r * p.ldc), cols);
+                    store_row(&row[..cols], out);
                 }
+            }
+        }
+    }
+}
+
+/// The epilogue on one row of a stored C tile (columns `c0..`), step by step over the whole
+/// row so each step vectorises: the same operations, in the same order, as the portable
+/// definition applies to each value.
+#[inline(always)]
+fn finish_row<O: Element>(
+    p: &Params,
+    row: &mut [f32],
+    r: usize,
+    c0: usize,
+    bias: Option<&[f32]>,
+    mask: Option<&[O]>,
+) {
+    let e = &p.epi;
+    if !e.active {
+        return;
+    }
+    if let Some(b) = bias {
+        row.iter_mut().zip(b).for_each(|(v, b)| *v += b);
+    }
+    if e.relu {
+        row.iter_mut()
+            .for_each(|v| *v = if *v <= 0.0 { 0.0 } else { *v });
+    }
+    if let Some(m) = mask {
+        row.iter_mut()
+            .zip(m)
+            .for_each(|(v, y)| *v = if y.to_f32() > 0.0 { *v } else { 0.0 });
+    }
+    if r >= e.valid_rows {
+        row.fill(0.0);
+    } else if e.valid_cols < c0 + row.len() {
+        row[e.valid_cols.saturating_sub(c0)..].fill(0.0);
+    }
+}
+
+/// A finished row to C's type: f32 as it is, bf16 rounded to nearest even (NaN kept quiet:
+/// the bits of `half::bf16::from_f32`), branch-free so it vectorises.
+#[inline(always)]
+fn store_row<O: Element>(row: &[f32], out: &mut [O]) {
+    match O::view_mut(out) {
+        crate::SliceMut::F32(o) => o.copy_from_slice(row),
+        crate::SliceMut::Bf16(o) => {
+            for (o, v) in o.iter_mut().zip(row) {
+                let b = v.to_bits();
+                let rounded = (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16;
+                let quiet = ((b >> 16) | 0x40) as u16;
+                *o = bf16::from_bits(if v.is_nan() { quiet } else { rounded });
             }
         }
     }
