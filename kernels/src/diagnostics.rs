@@ -30,6 +30,8 @@ pub struct Diagnostics {
     pub active: Result<Isa, KernelError>,
     /// The per-CPU choices for the backend in use (or why they could not be made).
     pub tuning: Result<Tuning, KernelError>,
+    /// Whether this process may use AMX tiles, where the CPU has them (`None`: no AMX).
+    pub amx: Option<Result<(), String>>,
 }
 
 impl Diagnostics {
@@ -49,6 +51,10 @@ impl Diagnostics {
                 .filter(|v| !v.trim().is_empty()),
             tuning: active.clone().and_then(Tuning::for_backend),
             active,
+            amx: Cpu::get()
+                .features
+                .contains(Isa::Amx.needs())
+                .then(crate::sys::amx::permission),
         }
     }
 }
@@ -66,6 +72,9 @@ impl fmt::Display for Diagnostics {
             Some(v) => format!("{ISA_ENV_VAR}={v}"),
             None => format!("the best available; {ISA_ENV_VAR} selects another"),
         };
+        if let Some(Err(why)) = &self.amx {
+            writeln!(f, "AMX: not used ({why})")?;
+        }
         match &self.active {
             Ok(isa) => writeln!(
                 f,

@@ -185,12 +185,18 @@ pub(crate) fn usable_features() -> Features {
     *USABLE.get_or_init(|| {
         let f = Cpu::get().features;
         let amx = Features::AMX_TILE | Features::AMX_BF16;
-        if f.contains(amx) && crate::sys::amx::permission().is_err() {
-            Features::from_bits(f.bits() & !amx.bits())
-        } else {
-            f
-        }
+        usable(f, !f.contains(amx) || crate::sys::amx::permission().is_ok())
     })
+}
+
+/// `features` less the AMX ones unless the tile state is granted.
+fn usable(features: Features, amx_granted: bool) -> Features {
+    let amx = Features::AMX_TILE | Features::AMX_BF16;
+    if amx_granted {
+        features
+    } else {
+        Features::from_bits(features.bits() & !amx.bits())
+    }
 }
 
 /// The most preferred backend a CPU with `features` runs.
@@ -296,11 +302,26 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_tile_state_leaves_the_next_backend() {
+        let cpu = Isa::Amx.needs();
+        assert_eq!(best_for(usable(cpu, true)), Isa::Amx);
+        let refused = usable(cpu, false);
+        assert_eq!(best_for(refused), Isa::Avx512Bf16);
+        assert!(matches!(
+            resolve(Some("amx"), refused),
+            Err(KernelError::IsaUnavailable {
+                requested: Isa::Amx,
+                ..
+            })
+        ));
+    }
+
+    #[test]
     fn available_backends_are_exactly_those_whose_features_the_cpu_has() {
         let av = Isa::available();
         assert_eq!(av[0], Isa::Portable);
         for isa in Isa::ALL {
-            assert_eq!(av.contains(&isa), Cpu::get().features.contains(isa.needs()));
+            assert_eq!(av.contains(&isa), usable_features().contains(isa.needs()));
         }
         assert!(av.contains(&Isa::best()));
     }

@@ -1,5 +1,6 @@
-//! Microkernels for `dlrm-kernels`: batch-reduce GEMM (BRGEMM) with AVX-512 fp32,
-//! AVX512-BF16 and portable paths, and the element-wise pieces around it.
+//! Microkernels for `dlrm-kernels`: batch-reduce GEMM (BRGEMM) on AVX-512, AVX512-BF16 and
+//! AMX tiles, with a portable fallback, and the element-wise, embedding and reorder kernels
+//! around it.
 //!
 //! | module | what |
 //! |---|---|
@@ -7,18 +8,20 @@
 //! | [`embedding`] | embedding-bag row kernels: pooling with prefetch, the fused sparse update, huge-page buffers |
 //! | [`convert`], [`sgd`] | f32 <-> bf16 (round to nearest even), the Split-SGD split/join and updates |
 //! | [`eltwise`] | the MLP's bias + activation epilogue, activation derivative, column sums |
-//! | [`reorder`] | block transposes and VNNI-2 pair packing (AVX-512 or plain loops) |
-//! | [`isa`], [`peak`] | run-time ISA detection (`DLRM_ISA`), the FMA / `vdpbf16ps` peak loops |
-//! | [`affinity`] | pinning a thread to a CPU (Linux), so it keeps its caches |
-//! | [`mmap`] | read-only memory-mapped files (the binary dataset reader) |
-//! | [`prefetch`] | software prefetch of a later task's operand into L2 |
+//! | [`reorder`] | block transposes and VNNI-2 pair packing |
+//! | [`pair_dots`] | the pairwise dots of the DLRM interaction and their gradient |
 //! | [`sort`] | sorting a short list and dropping repeats (the random generator's bags) |
+//! | [`isa`], [`cpu`], [`tuning`], [`diagnostics`] | the backends (`DLRM_ISA`), CPU features from CPUID and XCR0, per-CPU choices (register tile, bf16 path), a report of all of it |
+//! | [`peak`] | the FMA / `vdpbf16ps` / `tdpbf16ps` peak loops benchmarks compare against |
+//! | [`sys`] ([`affinity`], [`mmap`], [`sys::amx`]) | the OS side: pinning threads, mapped files, huge pages, the AMX permission request |
+//! | [`prefetch`] | software prefetch of a later task's operand into L2 |
 //!
-//! This crate holds all the `unsafe` SIMD code of the project; everything above it is safe.
+//! This crate holds all the `unsafe` code of the project; everything above it is safe.
 //! Kernels follow one pattern: *describe once, get a kernel, run it many times*. A
 //! descriptor with named fields is validated when the kernel is built; `run` checks, once per
 //! call, that every access fits its slice, and returns an error before writing anything
-//! otherwise.
+//! otherwise. Each kernel runs the entry of one backend's dispatch table (`backend/` in the
+//! source: one module per instruction set), chosen when the kernel is built.
 //!
 //! # BRGEMM
 //!
@@ -26,19 +29,29 @@
 //! dimensions; f32 x f32 -> f32, bf16 x bf16 -> f32 and bf16 x bf16 -> bf16 (round to
 //! nearest even on store), accumulation always in f32. bf16 B is in VNNI-2 layout (see
 //! [`vnni`]). See [`brgemm`] for the batch kinds. [`Brgemm::run_with`] also applies an
-//! [`Epilogue`] (bias, ReLU, a ReLU's backward mask, zeroed padding) to the registers before
-//! the store, so a layer's output is written once.
+//! [`Epilogue`] (bias, ReLU, a ReLU's backward mask, zeroed padding) before the store, so a
+//! layer's output is written once.
 //!
-//! # ISAs
+//! # Backends
 //!
 //! | [`Isa`] | needs | f32 | bf16 |
 //! |---|---|---|---|
 //! | `Portable` | any CPU | scalar/auto-vectorised | widened to f32 |
-//! | `Avx512` | AVX-512 F, BW, VL, DQ | zmm FMA, 6x64 register tile | widened to f32, 2 FMA per pair |
-//! | `Avx512Bf16` | + AVX512-BF16 | as `Avx512` | `vdpbf16ps`, 6x64 register tile |
+//! | `Avx512` | AVX-512 F, BW, VL, DQ | zmm FMA register tile (per-CPU shape, [`tuning`]) | widened to f32, 2 FMA per pair |
+//! | `Avx512Bf16` | + AVX512-BF16 | as `Avx512` | `vdpbf16ps`, or widened where the CPU table says `vdpbf16ps` is slower |
+//! | `Amx` | + AMX-TILE, AMX-BF16, and Linux granting the tile state | as `Avx512` | `tdpbf16ps` on 16 x 16 tiles (2 x 2 C tiles per block) |
 //!
-//! The best ISA is detected once and cached; `DLRM_ISA=portable|avx512|avx512bf16` forces a
-//! lower one, and [`Brgemm::with_isa`] picks one explicitly.
+//! The most preferred backend the CPU runs is detected once and cached;
+//! `DLRM_ISA=portable|avx512|avx512bf16|amx` selects another, and [`Brgemm::with_isa`] picks
+//! one explicitly. `DLRM_BF16_GEMM=dot|widen|tiles|tiles-model` forces the bf16 path.
+//!
+//! Results: every backend gives the same bits for everything but the BRGEMM, whose
+//! summation order is its own; each BRGEMM stays within `k_total x 2^-24 x sum |terms|` of
+//! the exact result (`k_total` products summed). AMX results in particular differ in the last
+//! bits from every other backend and from any simple model of the instruction (its internal
+//! rounding is undocumented in detail); they agree bit for bit with the others where the
+//! arithmetic is exact (small integer-valued operands), which is how the tests check its
+//! layouts, edges and epilogues.
 //!
 //! ```
 //! use dlrm_microkernels::{Accum, Batch, Brgemm, BrgemmDesc, Isa};
