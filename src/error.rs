@@ -97,6 +97,8 @@ pub enum Error {
         /// What is wrong or differs.
         message: String,
     },
+    /// The communication between ranks failed or cannot be set up (see [`crate::dist`]).
+    Communication(String),
 }
 
 impl fmt::Display for Error {
@@ -137,6 +139,7 @@ impl fmt::Display for Error {
             Error::NonFinite { what } => write!(f, "{what} is not finite"),
             Error::Io { path, message } => write!(f, "{path}: {message}"),
             Error::Checkpoint { path, message } => write!(f, "checkpoint {path}: {message}"),
+            Error::Communication(what) => write!(f, "communication between ranks: {what}"),
             Error::TooLarge {
                 setting,
                 value,

@@ -54,6 +54,7 @@ pub use dlrm_microkernels::{Accum, Batch, Brgemm, BrgemmDesc, DType, Isa, Kernel
 pub mod blocked;
 pub mod checkpoint;
 pub mod data;
+pub mod dist;
 pub mod embedding;
 pub mod error;
 pub mod interaction;
