@@ -112,6 +112,9 @@ const INTEL_SKX_TO_ICX: &[u32] = &[0x55, 0x6a, 0x6c];
 const TWO_PORT_TILE: RegisterTile = RegisterTile { rows: 8, cols: 3 };
 /// The tile for everything else (Zen 4's one 512-bit FMA pipe): 24 accumulators, 4 columns.
 const DEFAULT_TILE: RegisterTile = RegisterTile { rows: 6, cols: 4 };
+/// The tile of the `avx2` backend on every CPU (16 ymm registers): 12 accumulators in 2
+/// columns; with the 2 B vectors, a broadcast and a lane mask they fill the register file.
+const YMM_TILE: RegisterTile = RegisterTile { rows: 6, cols: 2 };
 
 const TABLE: &[Row] = &[
     Row {
@@ -283,13 +286,17 @@ impl Tuning {
                         || (!r.telling.is_empty() && features.contains(r.telling)))
             })
             .unwrap_or(&DEFAULT_ROW);
+        let f32_tile = match isa {
+            Isa::Avx2 => YMM_TILE,
+            _ => row.f32_tile,
+        };
         Tuning {
             isa,
             core: row.core,
-            f32_tile: row.f32_tile,
+            f32_tile,
             bf16_gemm: row.bf16_gemm,
             bf16_source: Bf16Source::Table,
-            bf16_tile: row.f32_tile,
+            bf16_tile: f32_tile,
             pair_outer: row.pair_outer,
             lanes: 16,
             block: 64,
