@@ -6,6 +6,7 @@ use half::bf16;
 
 use super::{Lanes, Ymm};
 use crate::abi::{BatchPtrs, Params};
+use crate::backend::x86::Vector;
 use crate::backend::x86::tile::{self, Dot};
 
 /// fp32: one FMA per k.
@@ -19,10 +20,11 @@ impl Dot<Ymm> for F32Fma {
 
     #[inline(always)]
     unsafe fn load_b(ptr: *const f32, mask: Lanes) -> __m256 {
-        // SAFETY: lanes on `mask` are inside B (caller); `vmaskmovps` does not touch the
-        // others. (Where the mask is every lane at compile time, the compiler emits a plain
-        // load.)
-        unsafe { _mm256_maskload_ps(ptr, mask.bits()) }
+        // SAFETY: lanes on `mask` are inside B (caller); others are not accessed. (A whole
+        // vector is a plain load: the mask is the same on every k step, so the compiler
+        // moves the test out of the loop and `vmaskmovps`, which takes a port the FMAs
+        // need, stays on the last vector of partial tiles.)
+        unsafe { Ymm::load(ptr, mask) }
     }
     #[inline(always)]
     unsafe fn load_b_tail(ptr: *const f32, mask: Lanes) -> __m256 {
@@ -74,8 +76,9 @@ impl Dot<Ymm> for Bf16Widened {
 
     #[inline(always)]
     unsafe fn load_b(ptr: *const bf16, mask: Lanes) -> Self::B {
-        // SAFETY: the 32-bit lanes on `mask` (column pairs) are inside B; others not accessed.
-        unsafe { split_pairs(_mm256_maskload_epi32(ptr.cast(), mask.bits())) }
+        // SAFETY: the 32-bit lanes on `mask` (column pairs) are inside B; others not
+        // accessed (a whole vector is a plain load, as for fp32).
+        unsafe { split_pairs(_mm256_castps_si256(Ymm::load(ptr.cast(), mask))) }
     }
     #[inline(always)]
     unsafe fn load_b_tail(ptr: *const bf16, mask: Lanes) -> Self::B {
