@@ -301,6 +301,14 @@ mod tests {
             "ISA avx512 is not available on this CPU (it lacks avx512f avx512bw avx512vl \
              avx512dq; best available: portable)"
         );
+        // AVX2 needs FMA and F16C too; with them it is the best an AVX2 CPU runs.
+        let avx2 = Features::AVX2 | Features::FMA | Features::F16C;
+        assert_eq!(resolve(None, avx2), Ok(Isa::Avx2));
+        assert_eq!(
+            resolve(None, Features::AVX2 | Features::FMA),
+            Ok(Isa::Portable)
+        );
+        assert_eq!(resolve(None, all | avx2), Ok(Isa::Avx512Bf16));
         assert!(matches!(
             resolve(Some("sse9"), all),
             Err(KernelError::UnknownIsa { .. })
