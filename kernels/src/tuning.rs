@@ -14,6 +14,10 @@
 //! | Intel Xeon, Skylake-SP to Ice Lake (two 512-bit FMA ports) | 8 x 3 zmm | pairs outer | `vdpbf16ps` where present |
 //! | AMD Zen 4 / Zen 5, anything else | 6 x 4 zmm | tiles outer | `vdpbf16ps` where present |
 //!
+//! The `avx2` backend takes a 6 x 2 ymm tile on every CPU (its 16 registers hold 12
+//! accumulators, the 2 B vectors, a broadcast and a lane mask), the batch loop of the CPU's
+//! row, and widens bf16 (4 x 2 ymm).
+//!
 //! ```
 //! use dlrm_microkernels::{tuning::Tuning, Isa};
 //!
@@ -359,6 +363,18 @@ mod tests {
         ] {
             let t = Tuning::for_cpu(Isa::Avx512, v, f, m, Features::AVX512F);
             assert_eq!(t.f32_tile, DEFAULT_TILE);
+        }
+    }
+
+    #[test]
+    fn avx2_takes_the_ymm_tile_on_every_cpu() {
+        for (v, f, m) in [
+            (Vendor::Intel, 6, 0x8f),
+            (Vendor::Amd, 0x17, 0x31),
+            (Vendor::Other, 0, 0),
+        ] {
+            let t = Tuning::for_cpu(Isa::Avx2, v, f, m, Features::AVX2);
+            assert_eq!(t.f32_tile, YMM_TILE);
         }
     }
 
