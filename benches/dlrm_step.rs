@@ -151,10 +151,10 @@ fn main() {
         let wall = t.elapsed().as_secs_f64() * 1e3 / (2 * BATCHES) as f64;
         let tm = model.timings();
         let per = |d: Duration| d.as_secs_f64() * 1e3 / tm.steps as f64;
-        let peak = if precision == Precision::Bf16 && Peak::Bf16Dot.is_available() {
-            Peak::Bf16Dot
-        } else {
-            Peak::Fp32Fma
+        let peak = match dlrm_kernels::Isa::active() {
+            Ok(dlrm_kernels::Isa::Avx2) => Peak::Fp32Fma256,
+            _ if precision == Precision::Bf16 && Peak::Bf16Dot.is_available() => Peak::Bf16Dot,
+            _ => Peak::Fp32Fma,
         };
         let peak_flops = peak_rate(&pool, peak);
         let gather = gather_rate(&pool, precision);
