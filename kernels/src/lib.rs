@@ -1,4 +1,4 @@
-//! Microkernels for `dlrm-kernels`: batch-reduce GEMM (BRGEMM) with AVX-512 fp32,
+//! Microkernels for `dlrm-kernels`: batch-reduce GEMM (BRGEMM) with AVX2, AVX-512 fp32,
 //! AVX512-BF16 and portable paths, and the element-wise pieces around it.
 //!
 //! | module | what |
@@ -7,7 +7,7 @@
 //! | [`embedding`] | embedding-bag row kernels: pooling with prefetch, the fused sparse update, huge-page buffers |
 //! | [`convert`], [`sgd`] | f32 <-> bf16 (round to nearest even), the Split-SGD split/join and updates |
 //! | [`eltwise`] | the MLP's bias + activation epilogue, activation derivative, column sums |
-//! | [`reorder`] | block transposes and VNNI-2 pair packing (AVX-512 or plain loops) |
+//! | [`reorder`] | block transposes and VNNI-2 pair packing (AVX2, AVX-512 or plain loops) |
 //! | [`isa`], [`peak`] | run-time ISA detection (`DLRM_ISA`), the FMA / `vdpbf16ps` peak loops |
 //! | [`affinity`] | pinning a thread to a CPU (Linux), so it keeps its caches |
 //! | [`mmap`] | read-only memory-mapped files (the binary dataset reader) |
@@ -34,11 +34,12 @@
 //! | [`Isa`] | needs | f32 | bf16 |
 //! |---|---|---|---|
 //! | `Portable` | any CPU | scalar/auto-vectorised | widened to f32 |
+//! | `Avx2` | AVX2, FMA, F16C | ymm FMA, 6x16 register tile | widened to f32, 2 FMA per pair |
 //! | `Avx512` | AVX-512 F, BW, VL, DQ | zmm FMA, 6x64 register tile | widened to f32, 2 FMA per pair |
 //! | `Avx512Bf16` | + AVX512-BF16 | as `Avx512` | `vdpbf16ps`, 6x64 register tile |
 //!
-//! The best ISA is detected once and cached; `DLRM_ISA=portable|avx512|avx512bf16` forces a
-//! lower one, and [`Brgemm::with_isa`] picks one explicitly.
+//! The best ISA is detected once and cached; `DLRM_ISA=portable|avx2|avx512|avx512bf16|amx`
+//! selects another one the CPU has, and [`Brgemm::with_isa`] picks one explicitly.
 //!
 //! ```
 //! use dlrm_microkernels::{Accum, Batch, Brgemm, BrgemmDesc, Isa};
