@@ -223,6 +223,31 @@ impl Vector for Ymm {
         unsafe { _mm_storeu_si128(ptr.cast(), narrow(round_to_bf16_bits(v))) }
     }
     #[inline(always)]
+    unsafe fn load_bf16x2(ptr: *const bf16) -> [__m256; 2] {
+        // SAFETY: 16 values at `ptr` are in bounds (caller). Each 32-bit lane holds an even
+        // element (low half) and the odd one after it: shifted up, and masked, they are the
+        // exact f32 of each; the first register holds the even elements, the second the odd.
+        unsafe {
+            let v = _mm256_loadu_si256(ptr.cast());
+            let even = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(v));
+            let odd = _mm256_castsi256_ps(_mm256_and_si256(v, _mm256_set1_epi32(!0xffff)));
+            [even, odd]
+        }
+    }
+    #[inline(always)]
+    unsafe fn unsplit_bf16x2(v: [__m256; 2]) -> [__m256; 2] {
+        // SAFETY: register-only AVX operations. Interleaving the even and odd elements gives
+        // elements 0-3 and 8-11, then 4-7 and 12-15; the 128-bit halves are then put in order.
+        unsafe {
+            let lo = _mm256_unpacklo_ps(v[0], v[1]);
+            let hi = _mm256_unpackhi_ps(v[0], v[1]);
+            [
+                _mm256_permute2f128_ps::<0x20>(lo, hi),
+                _mm256_permute2f128_ps::<0x31>(lo, hi),
+            ]
+        }
+    }
+    #[inline(always)]
     unsafe fn load_bf16(ptr: *const bf16, m: Lanes) -> __m256 {
         // SAFETY: the lanes on `m` are in bounds (caller); a partial vector reads only them.
         unsafe {

@@ -49,68 +49,123 @@ unsafe fn pool_nv<
     stride: usize,
 ) {
     let lanes = V::LANES;
+    // Span by span (the outer loop), so the prefetches run ahead across bag boundaries.
+    let mut col0 = 0;
+    while col0 < dim {
+        let cols = (dim - col0).min(lanes * NV);
+        let args = (table, dim, bags, mean, prefetch, col0, cols);
+        // SAFETY: forwarded from the caller; the span's columns are inside the rows. A span of
+        // whole vectors takes whole loads, two vectors at a time (backends that cannot mask
+        // every load then load without a test, and may widen bf16 pairs more cheaply).
+        unsafe {
+            if cols == lanes * NV {
+                pool_span::<V, T, I, O, NV, W, true>(args, [V::all(); NV], out, stride)
+            } else {
+                let masks = core::array::from_fn(|v| V::first(cols.saturating_sub(lanes * v)));
+                pool_span::<V, T, I, O, NV, W, false>(args, masks, out, stride)
+            }
+        }
+        col0 += lanes * NV;
+    }
+}
+
+/// The span of `cols` columns at `col0` of every bag, `masks` covering them; with `WHOLE`,
+/// `cols` is `LANES * NV` and pairs of vectors are loaded with [`OutElem::load_x2`] (their
+/// sums put back in element order before the store).
+///
+/// # Safety
+///
+/// As [`pool_nv`], for one span inside the rows.
+#[inline(always)]
+#[allow(clippy::type_complexity)]
+unsafe fn pool_span<
+    V: Vector,
+    T: OutElem,
+    I: BagIndex,
+    O: OutElem,
+    const NV: usize,
+    const W: bool,
+    const WHOLE: bool,
+>(
+    (table, dim, bags, mean, prefetch, col0, cols): (
+        &[T],
+        usize,
+        &Bags<'_, I>,
+        bool,
+        usize,
+        usize,
+        usize,
+    ),
+    masks: [V::Mask; NV],
+    out: &mut [O],
+    stride: usize,
+) {
+    let lanes = V::LANES;
     let (tp, idx, op) = (table.as_ptr(), bags.indices.as_ptr(), out.as_mut_ptr());
     let wp = bags.weights.map_or(std::ptr::null(), <[f32]>::as_ptr);
     let end = bags.end;
     let esize = size_of::<T>();
     let nb = bags.offsets.len();
-    // Span by span (the outer loop), so the prefetches run ahead across bag boundaries.
-    let mut col0 = 0;
-    while col0 < dim {
-        let cols = (dim - col0).min(lanes * NV);
-        let masks: [V::Mask; NV] =
-            core::array::from_fn(|v| V::first(cols.saturating_sub(lanes * v)));
-        for b in 0..nb {
-            let s = bags.offsets[b].to_i64() as usize;
-            let e = match bags.offsets.get(b + 1) {
-                Some(o) => o.to_i64() as usize,
-                None => end,
-            };
-            // SAFETY: register-only operation (this body is only inlined into the backends'
-            // `#[target_feature]` shims).
-            let mut acc = unsafe { [V::zero(); NV] };
-            for j in s..e {
-                // SAFETY: s <= j < e <= end <= indices.len() (offsets validated), so
-                // `idx.add(j)` is an index of this bag; it was checked to be a row of the
-                // table, so the row block starting at `r * dim + col0` with `cols` elements
-                // lies inside `table`; with weights, `weights.len() == indices.len()`. The
-                // prefetched index is at a position below `end`, likewise checked.
-                unsafe {
-                    if prefetch > 0 && j + prefetch < end {
-                        let r = (*idx.add(j + prefetch)).to_i64() as usize;
-                        prefetch::span(tp.add(r * dim + col0) as usize, cols * esize);
-                    }
-                    let r = (*idx.add(j)).to_i64() as usize;
-                    let p = tp.add(r * dim + col0);
+    // Vectors loaded in pairs (the rest one at a time).
+    let paired = if WHOLE { NV / 2 * 2 } else { 0 };
+    for b in 0..nb {
+        let s = bags.offsets[b].to_i64() as usize;
+        let e = match bags.offsets.get(b + 1) {
+            Some(o) => o.to_i64() as usize,
+            None => end,
+        };
+        // SAFETY: register-only operation (this body is only inlined into the backends'
+        // `#[target_feature]` shims).
+        let mut acc = unsafe { [V::zero(); NV] };
+        for j in s..e {
+            // SAFETY: s <= j < e <= end <= indices.len() (offsets validated), so
+            // `idx.add(j)` is an index of this bag; it was checked to be a row of the
+            // table, so the row block starting at `r * dim + col0` with `cols` elements
+            // lies inside `table`; with weights, `weights.len() == indices.len()`. The
+            // prefetched index is at a position below `end`, likewise checked.
+            unsafe {
+                if prefetch > 0 && j + prefetch < end {
+                    let r = (*idx.add(j + prefetch)).to_i64() as usize;
+                    prefetch::span(tp.add(r * dim + col0) as usize, cols * esize);
+                }
+                let r = (*idx.add(j)).to_i64() as usize;
+                let p = tp.add(r * dim + col0);
+                let w = if W { V::splat(*wp.add(j)) } else { V::zero() };
+                let add = |a: V::F, x: V::F| {
                     if W {
-                        let w = V::splat(*wp.add(j));
-                        for (v, a) in acc.iter_mut().enumerate() {
-                            let x = T::load::<V>(p.add(lanes * v), masks[v]);
-                            *a = V::add(*a, V::mul(w, x));
-                        }
+                        V::add(a, V::mul(w, x))
                     } else {
-                        for (v, a) in acc.iter_mut().enumerate() {
-                            *a = V::add(*a, T::load::<V>(p.add(lanes * v), masks[v]));
-                        }
+                        V::add(a, x)
                     }
+                };
+                for v in (0..paired).step_by(2) {
+                    let [x0, x1] = T::load_x2::<V>(p.add(lanes * v));
+                    acc[v] = add(acc[v], x0);
+                    acc[v + 1] = add(acc[v + 1], x1);
                 }
-            }
-            if mean && e > s {
-                // SAFETY: register-only operations, as above.
-                unsafe {
-                    let scale = V::splat(1.0 / (e - s) as f32);
-                    for a in acc.iter_mut() {
-                        *a = V::mul(*a, scale);
-                    }
+                for v in paired..NV {
+                    acc[v] = add(acc[v], T::load::<V>(p.add(lanes * v), masks[v]));
                 }
-            }
-            for (v, a) in acc.iter().enumerate() {
-                // SAFETY: bag b's output row `out[b * stride..][..dim]` lies inside `out`
-                // (checked by the caller); masked lanes stay below `dim`.
-                unsafe { O::store::<V>(op.add(b * stride + col0 + lanes * v), masks[v], *a) };
             }
         }
-        col0 += lanes * NV;
+        if mean && e > s {
+            // SAFETY: register-only operations, as above.
+            unsafe {
+                let scale = V::splat(1.0 / (e - s) as f32);
+                for a in acc.iter_mut() {
+                    *a = V::mul(*a, scale);
+                }
+            }
+        }
+        for v in (0..paired).step_by(2) {
+            // SAFETY: register-only operations, as above.
+            [acc[v], acc[v + 1]] = unsafe { T::unsplit_x2::<V>([acc[v], acc[v + 1]]) };
+        }
+        for (v, a) in acc.iter().enumerate() {
+            // SAFETY: bag b's output row `out[b * stride..][..dim]` lies inside `out`
+            // (checked by the caller); masked lanes stay below `dim`.
+            unsafe { O::store::<V>(op.add(b * stride + col0 + lanes * v), masks[v], *a) };
+        }
     }
 }
 

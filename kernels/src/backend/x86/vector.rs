@@ -51,6 +51,24 @@ pub(crate) trait Vector: Copy + 'static {
     unsafe fn loadu_bf16(ptr: *const bf16) -> Self::F;
     /// `LANES` lanes rounded to bf16 (nearest even, NaN kept quiet) and stored.
     unsafe fn storeu_bf16(ptr: *mut bf16, v: Self::F);
+    /// `2 * LANES` bf16 widened to f32, as two registers holding them in an order of the
+    /// backend's choosing: lane-wise sums of such pairs come back to element order through
+    /// [`Vector::unsplit_bf16x2`]. (By default two whole loads, in order.)
+    #[inline(always)]
+    unsafe fn load_bf16x2(ptr: *const bf16) -> [Self::F; 2] {
+        // SAFETY: `2 * LANES` values at `ptr` are in bounds (caller).
+        unsafe {
+            [
+                Self::loadu_bf16(ptr),
+                Self::loadu_bf16(ptr.add(Self::LANES)),
+            ]
+        }
+    }
+    /// Two registers in the order of [`Vector::load_bf16x2`], back in element order.
+    #[inline(always)]
+    unsafe fn unsplit_bf16x2(v: [Self::F; 2]) -> [Self::F; 2] {
+        v
+    }
     /// bf16 lanes on `m` widened to f32, zero elsewhere.
     unsafe fn load_bf16(ptr: *const bf16, m: Self::Mask) -> Self::F;
     /// Lanes on `m` rounded to bf16 (nearest even, NaN kept quiet) and stored.
@@ -83,12 +101,17 @@ pub(crate) trait Vector: Copy + 'static {
     const PARTS16: usize = 16 / Self::LANES;
 }
 
-/// An element type of C: how the tile body loads and stores it.
+/// An element type of C or of an embedding table: how the bodies load and store it.
 pub(crate) trait OutElem: crate::Element {
     /// Lanes on `m`, as f32.
     unsafe fn load<V: Vector>(ptr: *const Self, m: V::Mask) -> V::F;
     /// Lanes on `m`, rounded to this type.
     unsafe fn store<V: Vector>(ptr: *mut Self, m: V::Mask, v: V::F);
+    /// `2 * LANES` values as f32, in two registers in the order of [`Vector::load_bf16x2`]
+    /// for bf16 (in order for f32).
+    unsafe fn load_x2<V: Vector>(ptr: *const Self) -> [V::F; 2];
+    /// Lane-wise sums of `load_x2` values back in element order.
+    unsafe fn unsplit_x2<V: Vector>(v: [V::F; 2]) -> [V::F; 2];
 }
 
 impl OutElem for f32 {
@@ -102,6 +125,15 @@ impl OutElem for f32 {
         // SAFETY: forwarded from the caller.
         unsafe { V::store(ptr, m, v) }
     }
+    #[inline(always)]
+    unsafe fn load_x2<V: Vector>(ptr: *const f32) -> [V::F; 2] {
+        // SAFETY: `2 * LANES` values at `ptr` are in bounds (caller).
+        unsafe { [V::loadu(ptr), V::loadu(ptr.add(V::LANES))] }
+    }
+    #[inline(always)]
+    unsafe fn unsplit_x2<V: Vector>(v: [V::F; 2]) -> [V::F; 2] {
+        v
+    }
 }
 
 impl OutElem for bf16 {
@@ -114,5 +146,15 @@ impl OutElem for bf16 {
     unsafe fn store<V: Vector>(ptr: *mut bf16, m: V::Mask, v: V::F) {
         // SAFETY: forwarded from the caller.
         unsafe { V::store_bf16(ptr, m, v) }
+    }
+    #[inline(always)]
+    unsafe fn load_x2<V: Vector>(ptr: *const bf16) -> [V::F; 2] {
+        // SAFETY: forwarded from the caller.
+        unsafe { V::load_bf16x2(ptr) }
+    }
+    #[inline(always)]
+    unsafe fn unsplit_x2<V: Vector>(v: [V::F; 2]) -> [V::F; 2] {
+        // SAFETY: register-only operations (the caller's CPU has the features).
+        unsafe { V::unsplit_bf16x2(v) }
     }
 }
