@@ -95,6 +95,7 @@ fn bench_blocks(c: &mut Criterion, lines: &mut Vec<Line>) {
                         });
                     }
                     let versus = match (bf, isa) {
+                        (_, Isa::Avx2) => versus_peak(Peak::Fp32Fma256),
                         (true, Isa::Amx) => versus_peak(Peak::AmxTiles),
                         (true, Isa::Avx512Bf16) => versus_peak(Peak::Bf16Dot),
                         _ => versus_peak(Peak::Fp32Fma),
@@ -113,13 +114,15 @@ fn bench_blocks(c: &mut Criterion, lines: &mut Vec<Line>) {
     }
 }
 
-/// 64x64x64 x16 f32 on the best SIMD backend with each register tile that fits, to check the
-/// CPU table's choice ([`dlrm_microkernels::tuning`]) against its alternatives.
+/// 64x64x64 x16 f32 on the best SIMD backend and on `avx2` with each register tile that fits
+/// (a backend refuses the others), to check the CPU table's choice
+/// ([`dlrm_microkernels::tuning`]) against its alternatives.
 fn bench_tiles(c: &mut Criterion, lines: &mut Vec<Line>) {
-    let isa = Isa::best();
-    if isa == Isa::Portable {
-        return;
+    let mut isas = vec![Isa::best()];
+    if Isa::Avx2.is_available() && !isas.contains(&Isa::Avx2) {
+        isas.push(Isa::Avx2);
     }
+    isas.retain(|&i| i != Isa::Portable);
     let group = "brgemm_f32_tiles";
     let mut g = c.benchmark_group(group);
     g.measurement_time(Duration::from_secs(2));
@@ -139,29 +142,39 @@ fn bench_tiles(c: &mut Criterion, lines: &mut Vec<Line>) {
         (13, 2),
         (14, 2),
         (14, 1),
+        (4, 2),
+        (6, 2),
+        (4, 3),
+        (12, 1),
     ];
-    for ((rows, cols), outer) in tiles.into_iter().flat_map(|t| [(t, false), (t, true)]) {
-        let tile = RegisterTile { rows, cols };
-        let o = Overrides {
-            tile: Some(tile),
-            pair_outer: Some(outer),
-            ..Overrides::default()
-        };
-        let Ok(kernel) = Brgemm::with_overrides(desc, isa, o) else {
-            continue;
-        };
-        let order = if outer { "pairs_outer" } else { "tiles_outer" };
-        let id = format!("{isa}/{rows}x{cols}_{order}");
-        g.bench_function(&id, |bch| {
-            bch.iter(|| kernel.run(Batch::strided(&a, &b, count), &mut out))
-        });
-        lines.push(Line {
-            group: group.into(),
-            id,
-            work: desc.flops(count) as f64,
-            unit: "GFLOP/s",
-            versus: versus_peak(Peak::Fp32Fma),
-        });
+    for isa in isas {
+        for ((rows, cols), outer) in tiles.into_iter().flat_map(|t| [(t, false), (t, true)]) {
+            let tile = RegisterTile { rows, cols };
+            let o = Overrides {
+                tile: Some(tile),
+                pair_outer: Some(outer),
+                ..Overrides::default()
+            };
+            let Ok(kernel) = Brgemm::with_overrides(desc, isa, o) else {
+                continue;
+            };
+            let order = if outer { "pairs_outer" } else { "tiles_outer" };
+            let id = format!("{isa}/{rows}x{cols}_{order}");
+            g.bench_function(&id, |bch| {
+                bch.iter(|| kernel.run(Batch::strided(&a, &b, count), &mut out))
+            });
+            lines.push(Line {
+                group: group.into(),
+                id,
+                work: desc.flops(count) as f64,
+                unit: "GFLOP/s",
+                versus: versus_peak(if isa == Isa::Avx2 {
+                    Peak::Fp32Fma256
+                } else {
+                    Peak::Fp32Fma
+                }),
+            });
+        }
     }
     g.finish();
 }

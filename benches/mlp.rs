@@ -3,7 +3,9 @@
 //! and 2 threads, f32 and bf16, as GFLOP/s and as a fraction of the FMA / `vdpbf16ps` peak
 //! measured on the same number of threads in the same run.
 //!
-//! Run: `cargo bench --bench mlp` (filter groups after `--`, e.g. `-- mlp_f32`).
+//! Run: `cargo bench --bench mlp` (filter groups after `--`, e.g. `-- mlp_f32`; the layer
+//! runs on the active backend, `DLRM_ISA=avx2` selects another, and is compared with the
+//! peak of the instruction that backend multiplies with).
 //! PyTorch beside it: `python3 benches/compare/linear.py` (see benches/compare/README.md).
 
 mod common;
@@ -135,6 +137,7 @@ fn bench_linear<T: Element>(c: &mut Criterion, lines: &mut Vec<Line>) {
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     let mut lines = Vec::new();
+    eprintln!("{}", dlrm_kernels::kernels::diagnostics::Diagnostics::get());
     bench_peaks(&mut c, &mut lines);
     bench_linear::<f32>(&mut c, &mut lines);
     bench_linear::<bf16>(&mut c, &mut lines);

@@ -4,7 +4,7 @@
 //! backend is available when the CPU (and the operating system) has all of them; there is no
 //! order between backends beyond a preference for the default. The backend used by default is
 //! the most preferred available one ([`Isa::best`]), unless the environment variable
-//! [`ISA_ENV_VAR`] (`DLRM_ISA=portable|avx512|avx512bf16`) names another available one: that
+//! [`ISA_ENV_VAR`] (`DLRM_ISA=portable|avx2|avx512|avx512bf16|amx`) names another available one: that
 //! is how tests and benchmarks reach every code path on one machine, and how a user compares
 //! paths.
 
@@ -32,6 +32,9 @@ pub const ISA_ENV_VAR: &str = "DLRM_ISA";
 pub enum Isa {
     /// Plain Rust, no explicit SIMD; any CPU.
     Portable,
+    /// AVX2, FMA and F16C (Intel Haswell and later, AMD Zen and later): fp32 FMA on ymm; bf16
+    /// data is widened to fp32 in registers.
+    Avx2,
     /// AVX-512 F, BW, VL and DQ (Skylake-SP and later, AMD Zen 4 and later): fp32 FMA on zmm;
     /// bf16 data is widened to fp32 in registers.
     Avx512,
@@ -45,7 +48,13 @@ pub enum Isa {
 
 impl Isa {
     /// Every backend, in the order of preference for the default (most preferred last).
-    pub const ALL: [Isa; 4] = [Isa::Portable, Isa::Avx512, Isa::Avx512Bf16, Isa::Amx];
+    pub const ALL: [Isa; 5] = [
+        Isa::Portable,
+        Isa::Avx2,
+        Isa::Avx512,
+        Isa::Avx512Bf16,
+        Isa::Amx,
+    ];
 
     /// The lower-case name used by [`ISA_ENV_VAR`] and [`FromStr`].
     ///
@@ -55,6 +64,7 @@ impl Isa {
     pub fn name(self) -> &'static str {
         match self {
             Isa::Portable => "portable",
+            Isa::Avx2 => "avx2",
             Isa::Avx512 => "avx512",
             Isa::Avx512Bf16 => "avx512bf16",
             Isa::Amx => "amx",
@@ -67,12 +77,14 @@ impl Isa {
     /// use dlrm_microkernels::{Isa, cpu::Features};
     /// assert!(Isa::Portable.needs().is_empty());
     /// assert!(Isa::Avx512Bf16.needs().contains(Features::AVX512BF16));
+    /// assert_eq!(Isa::Avx2.needs(), Features::AVX2 | Features::FMA | Features::F16C);
     /// ```
     pub fn needs(self) -> Features {
         let avx512 =
             Features::AVX512F | Features::AVX512BW | Features::AVX512VL | Features::AVX512DQ;
         match self {
             Isa::Portable => Features::empty(),
+            Isa::Avx2 => Features::AVX2 | Features::FMA | Features::F16C,
             Isa::Avx512 => avx512,
             Isa::Avx512Bf16 => avx512 | Features::AVX512BF16,
             Isa::Amx => avx512 | Features::AVX512BF16 | Features::AMX_TILE | Features::AMX_BF16,
@@ -280,7 +292,7 @@ mod tests {
         let err = "sse2".parse::<Isa>().unwrap_err();
         assert_eq!(
             err.to_string(),
-            "unknown ISA \"sse2\": expected one of portable, avx512, avx512bf16, amx"
+            "unknown ISA \"sse2\": expected one of portable, avx2, avx512, avx512bf16, amx"
         );
     }
 
@@ -295,6 +307,14 @@ mod tests {
             "ISA avx512 is not available on this CPU (it lacks avx512f avx512bw avx512vl \
              avx512dq; best available: portable)"
         );
+        // AVX2 needs FMA and F16C too; with them it is the best an AVX2 CPU runs.
+        let avx2 = Features::AVX2 | Features::FMA | Features::F16C;
+        assert_eq!(resolve(None, avx2), Ok(Isa::Avx2));
+        assert_eq!(
+            resolve(None, Features::AVX2 | Features::FMA),
+            Ok(Isa::Portable)
+        );
+        assert_eq!(resolve(None, all | avx2), Ok(Isa::Avx512Bf16));
         assert!(matches!(
             resolve(Some("sse9"), all),
             Err(KernelError::UnknownIsa { .. })

@@ -1,5 +1,5 @@
-//! Microkernels for `dlrm-kernels`: batch-reduce GEMM (BRGEMM) on AVX-512, AVX512-BF16 and
-//! AMX tiles, with a portable fallback, and the element-wise, embedding and reorder kernels
+//! Microkernels for `dlrm-kernels`: batch-reduce GEMM (BRGEMM) on AVX2, AVX-512, AVX512-BF16
+//! and AMX tiles, with a portable fallback, and the element-wise, embedding and reorder kernels
 //! around it.
 //!
 //! | module | what |
@@ -37,12 +37,13 @@
 //! | [`Isa`] | needs | f32 | bf16 |
 //! |---|---|---|---|
 //! | `Portable` | any CPU | scalar/auto-vectorised | widened to f32 |
+//! | `Avx2` | AVX2, FMA, F16C | ymm FMA, 6 x 2 ymm register tile | widened to f32, 2 FMA per pair |
 //! | `Avx512` | AVX-512 F, BW, VL, DQ | zmm FMA register tile (per-CPU shape, [`tuning`]) | widened to f32, 2 FMA per pair |
 //! | `Avx512Bf16` | + AVX512-BF16 | as `Avx512` | `vdpbf16ps`, or widened where the CPU table says `vdpbf16ps` is slower |
 //! | `Amx` | + AMX-TILE, AMX-BF16, and Linux granting the tile state | as `Avx512` | `tdpbf16ps` on 16 x 16 tiles (2 x 2 C tiles per block) |
 //!
 //! The most preferred backend the CPU runs is detected once and cached;
-//! `DLRM_ISA=portable|avx512|avx512bf16|amx` selects another, and [`Brgemm::with_isa`] picks
+//! `DLRM_ISA=portable|avx2|avx512|avx512bf16|amx` selects another, and [`Brgemm::with_isa`] picks
 //! one explicitly. `DLRM_BF16_GEMM=dot|widen|tiles|tiles-model` forces the bf16 path.
 //!
 //! Results: every backend gives the same bits for everything but the BRGEMM, whose

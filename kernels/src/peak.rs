@@ -19,6 +19,8 @@ use crate::{Isa, KernelError};
 /// Which instruction to measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Peak {
+    /// `vfmadd231ps ymm` (AVX2 + FMA): 16 FLOP per instruction.
+    Fp32Fma256,
     /// `vfmadd231ps zmm`: 32 FLOP per instruction.
     Fp32Fma,
     /// `vdpbf16ps zmm`: 64 FLOP per instruction.
@@ -29,15 +31,21 @@ pub enum Peak {
 
 impl Peak {
     /// Every loop.
-    pub const ALL: [Peak; 3] = [Peak::Fp32Fma, Peak::Bf16Dot, Peak::AmxTiles];
+    pub const ALL: [Peak; 4] = [
+        Peak::Fp32Fma256,
+        Peak::Fp32Fma,
+        Peak::Bf16Dot,
+        Peak::AmxTiles,
+    ];
 
-    /// A short name (`fp32_fma`, `bf16_dot`, `amx_tiles`), for reports.
+    /// A short name (`fp32_fma256`, `fp32_fma`, `bf16_dot`, `amx_tiles`), for reports.
     ///
     /// ```
     /// assert_eq!(dlrm_microkernels::peak::Peak::AmxTiles.name(), "amx_tiles");
     /// ```
     pub fn name(self) -> &'static str {
         match self {
+            Peak::Fp32Fma256 => "fp32_fma256",
             Peak::Fp32Fma => "fp32_fma",
             Peak::Bf16Dot => "bf16_dot",
             Peak::AmxTiles => "amx_tiles",
@@ -49,9 +57,11 @@ impl Peak {
     /// ```
     /// use dlrm_microkernels::{peak::Peak, Isa};
     /// assert_eq!(Peak::Bf16Dot.isa(), Isa::Avx512Bf16);
+    /// assert_eq!(Peak::Fp32Fma256.isa(), Isa::Avx2);
     /// ```
     pub fn isa(self) -> Isa {
         match self {
+            Peak::Fp32Fma256 => Isa::Avx2,
             Peak::Fp32Fma => Isa::Avx512,
             Peak::Bf16Dot => Isa::Avx512Bf16,
             Peak::AmxTiles => Isa::Amx,
@@ -79,7 +89,7 @@ impl Peak {
     /// The loop in its backend's table (None where this CPU lacks the backend).
     fn table_loop(self) -> Option<PeakLoop> {
         let entry = |t: &Backend| match self {
-            Peak::Fp32Fma => t.fma_peak,
+            Peak::Fp32Fma256 | Peak::Fp32Fma => t.fma_peak,
             Peak::Bf16Dot => t.bf16_dot_peak,
             Peak::AmxTiles => t.tile_peak,
         };

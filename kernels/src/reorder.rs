@@ -1,7 +1,8 @@
 //! Block layout changes the blocked MLP needs between its GEMMs: the transpose of a block,
 //! and the VNNI-2 pairing of rows (see [`crate::vnni`]) and its inverse, for f32 and bf16
 //! blocks. AVX-512 does them a 16 x 16 tile of 32-bit lanes at a time (a bf16 transpose
-//! joins two rows into 32-bit pairs first); other CPUs run plain loops with the same result.
+//! joins two rows into 32-bit pairs first), AVX2 an 8 x 8 tile (16-bit edges through a tile
+//! on the stack); other CPUs run plain loops with the same result.
 //!
 //! ```
 //! use dlrm_microkernels::reorder::Reorder;
@@ -77,13 +78,6 @@ impl Reorder {
         })
     }
 
-    /// Run the AVX-512 kernel for `T`'s lane width, `wide` (32-bit lanes) or `narrow`
-    /// (16-bit lanes), on `(src, a, b, dst)`. `false`, with nothing done, where this
-    /// `Reorder` uses plain loops or there is no kernel for the width.
-    ///
-    /// # Safety
-    ///
-    /// `src` and `dst` hold what the kernels read and write for `(a, b)`.
     /// Run the table's kernel for `T`'s lane width on `(src, a, b, dst)`.
     ///
     /// # Safety

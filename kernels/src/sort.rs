@@ -6,8 +6,9 @@
 //! 128 lanes, held in registers, sorted by a bitonic network (a fixed sequence of lane
 //! shuffles, minimums and maximums: no branches on the data), and written back without its
 //! repeats, each register compressed by a mask of the lanes that differ from the lane before.
-//! Longer lists, and other CPUs, use the standard library's sort and a dedup pass. The result
-//! is the same on every path: the sorted distinct values.
+//! AVX2 runs the same network on 8 to 128 lanes of ymm registers and drops the repeats in one
+//! branch-free pass afterwards. Longer lists, and other CPUs, use the standard library's sort
+//! and a dedup pass. The result is the same on every path: the sorted distinct values.
 //!
 //! ```
 //! use dlrm_microkernels::sort::sort_unique;
@@ -20,8 +21,8 @@
 use crate::backend;
 use crate::{Isa, KernelError};
 
-/// The longest list the AVX-512 network sorts (eight registers); longer lists take the
-/// standard library's sort on every ISA.
+/// The longest list the SIMD networks sort (eight zmm or sixteen ymm registers); longer lists
+/// take the standard library's sort on every ISA.
 ///
 /// ```
 /// assert_eq!(dlrm_microkernels::sort::SIMD_MAX, 128);

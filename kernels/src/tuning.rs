@@ -14,6 +14,10 @@
 //! | Intel Xeon, Skylake-SP to Ice Lake (two 512-bit FMA ports) | 13 x 2 zmm | pairs outer | `vdpbf16ps` where present |
 //! | AMD Zen 4 / Zen 5, anything else | 6 x 4 zmm | tiles outer | `vdpbf16ps` where present |
 //!
+//! The `avx2` backend takes a 6 x 2 ymm tile on every CPU (its 16 registers hold 12
+//! accumulators, the 2 B vectors, a broadcast and a lane mask), the batch loop of the CPU's
+//! row, and widens bf16 (4 x 2 ymm).
+//!
 //! ```
 //! use dlrm_microkernels::{tuning::Tuning, Isa};
 //!
@@ -114,6 +118,9 @@ const INTEL_SKX_TO_ICX: &[u32] = &[0x55, 0x6a, 0x6c];
 const TWO_PORT_TILE: RegisterTile = RegisterTile { rows: 13, cols: 2 };
 /// The tile for everything else (Zen 4's one 512-bit FMA pipe): 24 accumulators, 4 columns.
 const DEFAULT_TILE: RegisterTile = RegisterTile { rows: 6, cols: 4 };
+/// The tile of the `avx2` backend on every CPU (16 ymm registers): 12 accumulators in 2
+/// columns; with the 2 B vectors, a broadcast and a lane mask they fill the register file.
+const YMM_TILE: RegisterTile = RegisterTile { rows: 6, cols: 2 };
 
 const TABLE: &[Row] = &[
     Row {
@@ -252,7 +259,7 @@ impl Tuning {
 
     /// The peak loop a kernel of this input type is measured against: the instruction its
     /// BRGEMM runs on (the fp32 FMA loop for f32 and for widened bf16, `vdpbf16ps` for the
-    /// dot path, `tdpbf16ps` for tiles).
+    /// dot path, `tdpbf16ps` for tiles; the ymm FMA loop on the `avx2` backend).
     ///
     /// ```
     /// use dlrm_microkernels::{peak::Peak, tuning::Tuning, DType, Isa};
@@ -265,6 +272,7 @@ impl Tuning {
         match (input, self.bf16_gemm) {
             (crate::DType::Bf16, Bf16Gemm::Tiles) => Peak::AmxTiles,
             (crate::DType::Bf16, Bf16Gemm::Dot) => Peak::Bf16Dot,
+            _ if self.isa == Isa::Avx2 => Peak::Fp32Fma256,
             _ => Peak::Fp32Fma,
         }
     }
@@ -304,13 +312,17 @@ impl Tuning {
                         || (!r.telling.is_empty() && features.contains(r.telling)))
             })
             .unwrap_or(&DEFAULT_ROW);
+        let f32_tile = match isa {
+            Isa::Avx2 => YMM_TILE,
+            _ => row.f32_tile,
+        };
         Tuning {
             isa,
             core: row.core,
-            f32_tile: row.f32_tile,
+            f32_tile,
             bf16_gemm: row.bf16_gemm,
             bf16_source: Bf16Source::Table,
-            bf16_tile: row.f32_tile,
+            bf16_tile: f32_tile,
             pair_outer: row.pair_outer,
             lanes: 16,
             block: 64,
@@ -373,6 +385,18 @@ mod tests {
         ] {
             let t = Tuning::for_cpu(Isa::Avx512, v, f, m, Features::AVX512F);
             assert_eq!(t.f32_tile, DEFAULT_TILE);
+        }
+    }
+
+    #[test]
+    fn avx2_takes_the_ymm_tile_on_every_cpu() {
+        for (v, f, m) in [
+            (Vendor::Intel, 6, 0x8f),
+            (Vendor::Amd, 0x17, 0x31),
+            (Vendor::Other, 0, 0),
+        ] {
+            let t = Tuning::for_cpu(Isa::Avx2, v, f, m, Features::AVX2);
+            assert_eq!(t.f32_tile, YMM_TILE);
         }
     }
 

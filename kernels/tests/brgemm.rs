@@ -344,10 +344,16 @@ fn check_case(case: &Case) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-/// Tiles and bf16 paths besides the CPU table's choice.
+/// Tiles and bf16 paths besides the CPU table's choice (zmm-sized tiles, and ymm-sized
+/// ones that fit AVX2's 16 registers; a backend refuses those larger than its own).
 fn overrides_to_try() -> Vec<Overrides> {
     let tiles = [
         (1, 1),
+        (4, 2),
+        (6, 2),
+        (4, 3),
+        (2, 4),
+        (12, 1),
         (5, 4),
         (6, 4),
         (8, 3),
@@ -484,8 +490,8 @@ fn bf16_within_bf16_epsilon_of_f32_inputs() {
     }
 }
 
-/// The portable bf16 kernel and the AVX-512 widened one agree bit for bit (exact products,
-/// same accumulation order); vdpbf16ps is within rounding of both.
+/// The portable bf16 kernel and the widened ones of the SIMD backends (AVX2, AVX-512) agree
+/// bit for bit (exact products, same accumulation order).
 #[test]
 fn bf16_paths_agree() {
     let o = build(&Case {
@@ -504,13 +510,20 @@ fn bf16_paths_agree() {
         seed: 99,
     });
     let portable = run_kernel(&Brgemm::with_isa(o.desc, Isa::Portable).unwrap(), &o).unwrap();
-    if Isa::Avx512.is_available() {
-        let avx = run_kernel(&Brgemm::with_isa(o.desc, Isa::Avx512).unwrap(), &o).unwrap();
-        for (p, a) in portable.iter().zip(&avx) {
-            assert_eq!(p.to_bits(), a.to_bits());
+    for isa in [Isa::Avx2, Isa::Avx512] {
+        if !isa.is_available() {
+            eprintln!("skip: ISA {isa} is not available on this CPU");
+            continue;
         }
-    } else {
-        eprintln!("skip: ISA avx512 is not available on this CPU");
+        let widen = Overrides {
+            bf16_gemm: Some(Bf16Gemm::Widen),
+            ..Overrides::default()
+        };
+        let kernel = Brgemm::with_overrides(o.desc, isa, widen).unwrap();
+        let got = run_kernel(&kernel, &o).unwrap();
+        for (p, a) in portable.iter().zip(&got) {
+            assert_eq!(p.to_bits(), a.to_bits(), "{isa}");
+        }
     }
 }
 

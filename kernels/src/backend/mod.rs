@@ -4,7 +4,8 @@
 //! | module | [`Isa`] | what it adds |
 //! |---|---|---|
 //! | `portable` | `Portable` | plain Rust, any CPU; the definition every other backend matches |
-//! | `x86` | (shared) | the BRGEMM register-tile body, generic over vector width and mask |
+//! | `x86` | (shared) | the bodies written once against a register type (`Vector`): BRGEMM tiles, embedding bags, conversions, pair dots |
+//! | `avx2` | `Avx2` | ymm kernels for everything (16-bit edges through the stack); bf16 GEMMs widen to fp32 |
 //! | `avx512` | `Avx512` | zmm kernels for everything; bf16 GEMMs widen to fp32 |
 //! | `avx512bf16` | `Avx512Bf16` | `avx512`'s entries, plus bf16 GEMMs on `vdpbf16ps` |
 //! | `amx` | `Amx` | `avx512bf16`'s entries, plus bf16 GEMMs on AMX tiles (and a software model of the tiles every table offers, for tests) |
@@ -28,6 +29,8 @@ use crate::{Isa, KernelError, RegisterTile};
 pub(crate) mod amx;
 pub(crate) mod portable;
 
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512;
 #[cfg(target_arch = "x86_64")]
@@ -120,13 +123,15 @@ pub(crate) fn get(isa: Isa) -> Result<&'static Backend, KernelError> {
     Ok(match isa {
         Isa::Portable => &portable::BACKEND,
         #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => &avx2::BACKEND,
+        #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => &avx512::BACKEND,
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512Bf16 => &avx512bf16::BACKEND,
         #[cfg(target_arch = "x86_64")]
         Isa::Amx => &amx::BACKEND,
         #[cfg(not(target_arch = "x86_64"))]
-        Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx => {
+        Isa::Avx2 | Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx => {
             unreachable!("`require` refuses x86 backends here")
         }
     })

@@ -1,9 +1,10 @@
 //! The AVX-512 backend (F, BW, VL, DQ): zmm registers with 16-lane `k` masks for every
 //! operation; bf16 GEMMs widen each VNNI pair to fp32 and use two FMAs.
 //!
-//! Thin `#[target_feature]` shims around generic bodies: the shared tile body
-//! ([`crate::backend::x86::tile`]) instantiated with [`Zmm`], the portable element-wise
-//! bodies compiled again for zmm, and this backend's own loops in the submodules.
+//! Thin `#[target_feature]` shims around generic bodies: the shared x86 bodies
+//! ([`crate::backend::x86`]: BRGEMM tiles, embedding bags, conversions, pair dots)
+//! instantiated with [`Zmm`], the portable element-wise bodies compiled again for zmm, and
+//! this backend's own register networks (reorders, sort) in the submodules.
 
 use core::arch::x86_64::*;
 
@@ -12,9 +13,7 @@ use half::bf16;
 use super::Backend;
 use super::portable;
 use super::x86::Vector;
-use crate::abi::{Bf16Brgemm, EltwiseFns, PeakLoop};
-use crate::activation::Activation;
-use crate::dtype::{SliceMut, SliceRef};
+use crate::abi::{Bf16Brgemm, PeakLoop};
 use crate::{Isa, RegisterTile};
 
 pub(crate) mod brgemm;
@@ -68,15 +67,6 @@ pub(crate) static BACKEND: Backend = Backend {
 /// zmm registers for every shape up to it).
 pub(crate) const MAX_TILE_F32: RegisterTile = RegisterTile { rows: 14, cols: 4 };
 
-/// The element-wise entries.
-pub(crate) const ELTWISE: EltwiseFns = EltwiseFns {
-    bias_act,
-    act_backward,
-    column_sums,
-    column_sums_vnni,
-    row_dots,
-};
-
 /// The zmm FMA peak loop.
 pub(crate) const FMA_PEAK: PeakLoop = PeakLoop {
     flops_per_iteration: PEAK_CHAINS as u64 * 32,
@@ -89,6 +79,7 @@ pub(crate) struct Zmm;
 
 impl Vector for Zmm {
     const LANES: usize = 16;
+    const REGISTERS: usize = 32;
     type F = __m512;
     type Mask = __mmask16;
 
@@ -106,9 +97,39 @@ impl Vector for Zmm {
         unsafe { _mm512_setzero_ps() }
     }
     #[inline(always)]
+    unsafe fn splat(x: f32) -> __m512 {
+        // SAFETY: as `zero`.
+        unsafe { _mm512_set1_ps(x) }
+    }
+    #[inline(always)]
     unsafe fn add(a: __m512, b: __m512) -> __m512 {
         // SAFETY: as `zero`.
         unsafe { _mm512_add_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn sub(a: __m512, b: __m512) -> __m512 {
+        // SAFETY: as `zero`.
+        unsafe { _mm512_sub_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn mul(a: __m512, b: __m512) -> __m512 {
+        // SAFETY: as `zero`.
+        unsafe { _mm512_mul_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn div(a: __m512, b: __m512) -> __m512 {
+        // SAFETY: as `zero`.
+        unsafe { _mm512_div_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn loadu(ptr: *const f32) -> __m512 {
+        // SAFETY: 16 values at `ptr` are in bounds (caller).
+        unsafe { _mm512_loadu_ps(ptr) }
+    }
+    #[inline(always)]
+    unsafe fn storeu(ptr: *mut f32, v: __m512) {
+        // SAFETY: as for `loadu`.
+        unsafe { _mm512_storeu_ps(ptr, v) }
     }
     #[inline(always)]
     unsafe fn load(ptr: *const f32, m: __mmask16) -> __m512 {
@@ -121,6 +142,16 @@ impl Vector for Zmm {
         unsafe { _mm512_mask_storeu_ps(ptr, m, v) }
     }
     #[inline(always)]
+    unsafe fn loadu_bf16(ptr: *const bf16) -> __m512 {
+        // SAFETY: bf16 is a transparent u16; 16 values at `ptr` are in bounds (caller).
+        unsafe { widen_bf16(_mm256_loadu_si256(ptr.cast())) }
+    }
+    #[inline(always)]
+    unsafe fn storeu_bf16(ptr: *mut bf16, v: __m512) {
+        // SAFETY: as for `loadu_bf16`.
+        unsafe { _mm256_storeu_si256(ptr.cast(), _mm512_cvtepi32_epi16(round_to_bf16_bits(v))) }
+    }
+    #[inline(always)]
     unsafe fn load_bf16(ptr: *const bf16, m: __mmask16) -> __m512 {
         // SAFETY: bf16 is a transparent u16; lanes on `m` are in bounds.
         unsafe { widen_bf16(_mm256_maskz_loadu_epi16(m, ptr.cast())) }
@@ -129,6 +160,43 @@ impl Vector for Zmm {
     unsafe fn store_bf16(ptr: *mut bf16, m: __mmask16, v: __m512) {
         // SAFETY: as for `load_bf16`.
         unsafe { _mm512_mask_cvtepi32_storeu_epi16(ptr.cast(), m, round_to_bf16_bits(v)) }
+    }
+    #[inline(always)]
+    unsafe fn loadu_split(hi: *const u16, lo: *const u16) -> __m512 {
+        // SAFETY: 16 values of each half are in bounds (caller).
+        unsafe {
+            let h = _mm512_cvtepu16_epi32(_mm256_loadu_si256(hi.cast()));
+            let l = _mm512_cvtepu16_epi32(_mm256_loadu_si256(lo.cast()));
+            _mm512_castsi512_ps(_mm512_or_si512(_mm512_slli_epi32::<16>(h), l))
+        }
+    }
+    #[inline(always)]
+    unsafe fn storeu_split(hi: *mut u16, lo: *mut u16, v: __m512) {
+        // SAFETY: as for `loadu_split`.
+        unsafe {
+            let bits = _mm512_castps_si512(v);
+            let h = _mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(bits));
+            _mm256_storeu_si256(hi.cast(), h);
+            _mm256_storeu_si256(lo.cast(), _mm512_cvtepi32_epi16(bits));
+        }
+    }
+    #[inline(always)]
+    unsafe fn load_split(hi: *const u16, lo: *const u16, m: __mmask16) -> __m512 {
+        // SAFETY: the lanes on `m` are inside both halves (caller); others are not read.
+        unsafe {
+            let h = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, hi.cast()));
+            let l = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, lo.cast()));
+            _mm512_castsi512_ps(_mm512_or_si512(_mm512_slli_epi32::<16>(h), l))
+        }
+    }
+    #[inline(always)]
+    unsafe fn store_split(hi: *mut u16, lo: *mut u16, m: __mmask16, v: __m512) {
+        // SAFETY: as for `load_split`; the narrowing stores write only the lanes on `m`.
+        unsafe {
+            let bits = _mm512_castps_si512(v);
+            _mm512_mask_cvtepi32_storeu_epi16(hi.cast(), m, _mm512_srli_epi32::<16>(bits));
+            _mm512_mask_cvtepi32_storeu_epi16(lo.cast(), m, bits);
+        }
     }
     #[inline(always)]
     unsafe fn relu(v: __m512) -> __m512 {
@@ -148,6 +216,11 @@ impl Vector for Zmm {
     unsafe fn keep(m: __mmask16, v: __m512) -> __m512 {
         // SAFETY: register-only AVX-512F operation.
         unsafe { _mm512_maskz_mov_ps(m, v) }
+    }
+    #[inline(always)]
+    unsafe fn reduce16(parts: [__m512; 2]) -> f32 {
+        // SAFETY: register-only AVX-512 operations.
+        unsafe { reduce_halves(parts[0]) }
     }
     #[inline(always)]
     unsafe fn out_of_line<R>(f: impl FnOnce() -> R) -> R {
@@ -213,51 +286,11 @@ pub(crate) unsafe fn round_to_bf16_bits(v: __m512) -> __m512i {
     }
 }
 
-// The element-wise bodies of the portable backend, compiled for zmm (they auto-vectorise;
-// the bits are the same, since each is element-wise or sums in a fixed order).
-
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
-unsafe fn bias_act(
-    acc: &mut [f32],
-    cols: usize,
-    valid_rows: usize,
-    valid_cols: usize,
-    bias: &[f32],
-    act: Activation,
-) {
-    // SAFETY: forwarded; the body is safe code.
-    unsafe { portable::eltwise::bias_act(acc, cols, valid_rows, valid_cols, bias, act) }
+/// The element-wise entries: the portable bodies compiled for zmm.
+pub(crate) mod eltwise {
+    crate::backend::x86::eltwise::shims!("avx512f,avx512bw,avx512vl,avx512dq");
 }
-
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
-unsafe fn act_backward(dy: SliceMut<'_>, y: SliceRef<'_>, act: Activation) {
-    // SAFETY: forwarded; the body is safe code.
-    unsafe { portable::eltwise::act_backward(dy, y, act) }
-}
-
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
-unsafe fn column_sums(block: SliceRef<'_>, rows: usize, cols: usize, sums: &mut [f32]) {
-    // SAFETY: forwarded; the body is safe code.
-    unsafe { portable::eltwise::column_sums(block, rows, cols, sums) }
-}
-
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
-unsafe fn column_sums_vnni(packed: SliceRef<'_>, rows: usize, cols: usize, sums: &mut [f32]) {
-    // SAFETY: forwarded; the body is safe code.
-    unsafe { portable::eltwise::column_sums_vnni(packed, rows, cols, sums) }
-}
-
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
-unsafe fn row_dots(
-    block: SliceRef<'_>,
-    rows: usize,
-    cols: usize,
-    w: SliceRef<'_>,
-    acc: &mut [f32],
-) {
-    // SAFETY: forwarded; the body is safe code.
-    unsafe { portable::eltwise::row_dots(block, rows, cols, w, acc) }
-}
+pub(crate) use eltwise::ELTWISE;
 
 /// Independent accumulator chains of the peak loops: more than FMA latency times
 /// throughput needs on any core (4 cycles x 2 ports).

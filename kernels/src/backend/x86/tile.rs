@@ -279,7 +279,7 @@ unsafe fn tiles<V: Vector, D: Dot<V>, O: OutElem>(
         let cols = (p.n - col0).min(lanes * max_cols);
         let nr = cols.div_ceil(lanes);
         let last = V::first(cols - lanes * (nr - 1));
-        let mr_max = (budget / nr).clamp(1, max_rows(nr));
+        let mr_max = (budget / nr).clamp(1, max_rows(nr, V::REGISTERS));
         let mut row0 = 0;
         while row0 < p.m {
             let mr = mr_max.min(p.m - row0);
@@ -298,13 +298,21 @@ unsafe fn tiles<V: Vector, D: Dot<V>, O: OutElem>(
     }
 }
 
-/// The most rows a tile of `nr` vector columns may have (what fits 32 registers with its B
-/// vectors and a broadcast).
-const fn max_rows(nr: usize) -> usize {
-    match nr {
+/// The most rows a tile of `nr` vector columns may have: what fits `registers` vector
+/// registers with its `nr` B vectors, a broadcast and one more (a lane mask or a constant),
+/// at most the rows [`tiles`] instantiates for `nr`. (32 zmm: 12, 14, 9, 6 rows; 16 ymm: 12,
+/// 6, 3, 2.)
+const fn max_rows(nr: usize, registers: usize) -> usize {
+    let instantiated = match nr {
         1 => 12,
         2 => MR_CAP,
         3 => 9,
         _ => 6,
+    };
+    let fit = (registers - nr - 2) / nr;
+    if fit < instantiated {
+        fit
+    } else {
+        instantiated
     }
 }
