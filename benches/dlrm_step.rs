@@ -13,12 +13,13 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
+use dlrm_kernels::data::MiniBatch;
 use dlrm_kernels::data::random::{RandomData, RandomDataConfig};
 use dlrm_kernels::embedding::{
     Bags, EmbeddingBagConfig, EmbeddingBags, EmbeddingTable, TableConfig,
 };
 use dlrm_kernels::kernels::peak::{self, Peak};
-use dlrm_kernels::model::{Dlrm, DlrmConfig, MiniBatch, Precision};
+use dlrm_kernels::model::{Dlrm, DlrmConfig, Precision};
 use rayon::ThreadPool;
 
 const THREADS: usize = 2;

@@ -26,18 +26,17 @@ use std::time::{Duration, Instant};
 use clap::{ArgAction, Parser, ValueEnum};
 use dlrm_kernels::checkpoint;
 use dlrm_kernels::data::binary::{self, BinaryReader};
-use dlrm_kernels::data::criteo::{self, OnMalformed, Split};
+use dlrm_kernels::data::criteo::{self, OnMalformed};
 use dlrm_kernels::data::prefetch::Prefetcher;
 use dlrm_kernels::data::random::{RandomData, RandomDataConfig};
 use dlrm_kernels::data::synthetic::{SyntheticConfig, SyntheticData};
+use dlrm_kernels::data::{MiniBatch, Split};
 use dlrm_kernels::interaction::InteractionOp;
 use dlrm_kernels::kernels::Isa;
 use dlrm_kernels::loss::Loss;
 use dlrm_kernels::memory::{self, MemoryEstimate, Setting, human_bytes};
 use dlrm_kernels::metrics::{accuracy, roc_auc};
-use dlrm_kernels::model::{
-    Dlrm, DlrmConfig, EmbeddingOptimizer, MiniBatch, Precision, StepTimings,
-};
+use dlrm_kernels::model::{Dlrm, DlrmConfig, EmbeddingOptimizer, Precision, StepTimings};
 use dlrm_kernels::optim::LrPolicy;
 use dlrm_kernels::threads::{self, Workers};
 use indicatif::{ProgressBar, ProgressStyle};

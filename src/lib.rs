@@ -26,7 +26,8 @@
 //! one with its workers pinned to CPUs).
 //!
 //! ```
-//! use dlrm_kernels::model::{Dlrm, DlrmConfig, MiniBatch};
+//! use dlrm_kernels::data::MiniBatch;
+//! use dlrm_kernels::model::{Dlrm, DlrmConfig};
 //!
 //! let cfg = DlrmConfig::tiny();
 //! let mut model = Dlrm::new(cfg.clone(), 7)?;

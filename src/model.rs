@@ -15,7 +15,8 @@
 //! number of threads.
 //!
 //! ```
-//! use dlrm_kernels::model::{Dlrm, DlrmConfig, MiniBatch};
+//! use dlrm_kernels::data::MiniBatch;
+//! use dlrm_kernels::model::{Dlrm, DlrmConfig};
 //!
 //! let mut cfg = DlrmConfig::tiny();
 //! cfg.batch_size = 4;
@@ -37,6 +38,7 @@
 use std::time::{Duration, Instant};
 
 use crate::bf16;
+use crate::data::MiniBatch;
 use crate::embedding::{
     Bags, EmbeddingBagConfig, EmbeddingBags, EmbeddingTable, Optimizer, TableConfig,
 };
@@ -326,53 +328,6 @@ impl DlrmConfig {
     }
 }
 
-/// One batch of samples: dense features, one bag list per table, and targets.
-///
-/// ```
-/// use dlrm_kernels::model::MiniBatch;
-/// let b = MiniBatch { dense: vec![0.0; 2 * 3], indices: vec![vec![0, 1]], offsets: vec![vec![0, 1]], targets: vec![0.0, 1.0] };
-/// assert_eq!(b.len(), 2);
-/// ```
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct MiniBatch {
-    /// Row-major `[B][dense_features]`.
-    pub dense: Vec<f32>,
-    /// Per table: the looked-up rows of all bags, back to back.
-    pub indices: Vec<Vec<i64>>,
-    /// Per table: `B` bag start offsets into its indices.
-    pub offsets: Vec<Vec<i64>>,
-    /// `[B]` click labels (or any target in `[0, 1]`).
-    pub targets: Vec<f32>,
-}
-
-impl MiniBatch {
-    /// Number of samples `B`.
-    ///
-    /// ```
-    /// assert!(dlrm_kernels::model::MiniBatch::default().is_empty());
-    /// ```
-    pub fn len(&self) -> usize {
-        self.targets.len()
-    }
-
-    /// Whether the batch has no samples.
-    ///
-    /// ```
-    /// assert_eq!(dlrm_kernels::model::MiniBatch::default().len(), 0);
-    /// ```
-    pub fn is_empty(&self) -> bool {
-        self.targets.is_empty()
-    }
-
-    fn bags(&self) -> Vec<Bags<'_, i64>> {
-        self.indices
-            .iter()
-            .zip(&self.offsets)
-            .map(|(i, o)| Bags::new(i, o))
-            .collect()
-    }
-}
-
 /// Time spent in each part of the training steps since the last reset.
 ///
 /// ```
@@ -635,7 +590,7 @@ impl Dlrm {
         bufs.emb_out.resize(b * t * d, 0.0);
         bufs.logits.resize(b, 0.0);
         let tm = &mut self.timings;
-        let bags = batch.bags();
+        let bags = bags(batch);
         // Embedding first: it validates every index before anything else runs.
         timed(&mut tm.embedding, || {
             self.emb.forward(&bags, &mut bufs.emb_out)
@@ -656,7 +611,8 @@ impl Dlrm {
     /// a NaN or infinite dense feature or loss. On any error the model is unchanged.
     ///
     /// ```
-    /// use dlrm_kernels::model::{Dlrm, DlrmConfig, MiniBatch};
+    /// use dlrm_kernels::data::MiniBatch;
+    /// use dlrm_kernels::model::{Dlrm, DlrmConfig};
     /// let cfg = DlrmConfig::tiny();
     /// let mut m = Dlrm::new(cfg.clone(), 0)?;
     /// let bad = MiniBatch {
@@ -697,7 +653,7 @@ impl Dlrm {
             EmbeddingOptimizer::RowwiseAdagrad => Optimizer::rowwise_adagrad(lr),
         };
         let mut update_tables = |bufs: &mut Buffers, tm: &mut StepTimings| {
-            let bags = batch.bags();
+            let bags = bags(batch);
             timed(&mut tm.embedding, || {
                 emb.backward_update(&bags, &bufs.d_emb, opt)
             })
@@ -718,7 +674,8 @@ impl Dlrm {
     /// As [`Dlrm::train_step`], except for the loss; nothing changes in the model.
     ///
     /// ```
-    /// use dlrm_kernels::model::{Dlrm, DlrmConfig, MiniBatch};
+    /// use dlrm_kernels::data::MiniBatch;
+    /// use dlrm_kernels::model::{Dlrm, DlrmConfig};
     /// let mut m = Dlrm::new(DlrmConfig::tiny(), 0)?;
     /// let batch = MiniBatch {
     ///     dense: vec![0.0; 5],
@@ -1042,4 +999,14 @@ fn backward_mlps<T: Element>(
     timed(&mut tm.mlp, || {
         m.bottom.backward_from_output_grad(false, Some(lr))
     })
+}
+
+/// Every table's bags of a batch.
+fn bags(batch: &MiniBatch) -> Vec<Bags<'_, i64>> {
+    batch
+        .indices
+        .iter()
+        .zip(&batch.offsets)
+        .map(|(i, o)| Bags::new(i, o))
+        .collect()
 }

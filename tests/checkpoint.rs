@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use dlrm_kernels::Error;
 use dlrm_kernels::checkpoint;
-use dlrm_kernels::model::{Dlrm, DlrmConfig, EmbeddingOptimizer, MiniBatch, Precision};
+use dlrm_kernels::data::MiniBatch;
+use dlrm_kernels::model::{Dlrm, DlrmConfig, EmbeddingOptimizer, Precision};
 use dlrm_kernels::optim::LrPolicy;
 use dlrm_kernels::rng::Rng;
 

@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 use dlrm_kernels::Error;
 use dlrm_kernels::data::binary::{self, BinaryReader};
 use dlrm_kernels::data::criteo::{
-    Dataset, FilePart, OnMalformed, RawReader, Split, count_lines, dense_transform, split_parts,
+    Dataset, FilePart, OnMalformed, RawReader, count_lines, dense_transform, split_parts,
 };
 use dlrm_kernels::data::prefetch::Prefetcher;
 use dlrm_kernels::data::random::{RandomData, RandomDataConfig};
 use dlrm_kernels::data::synthetic::{SyntheticConfig, SyntheticData};
-use dlrm_kernels::model::MiniBatch;
+use dlrm_kernels::data::{MiniBatch, Split};
 use dlrm_kernels::rng::Rng;
 
 fn tmp(name: &str) -> PathBuf {

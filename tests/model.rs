@@ -2,10 +2,11 @@
 //! thread counts, and errors that leave the model unchanged.
 
 use dlrm_kernels::Error;
+use dlrm_kernels::data::MiniBatch;
 use dlrm_kernels::interaction::InteractionOp;
 use dlrm_kernels::loss::Loss;
 use dlrm_kernels::metrics::roc_auc;
-use dlrm_kernels::model::{Dlrm, DlrmConfig, EmbeddingOptimizer, MiniBatch, Precision};
+use dlrm_kernels::model::{Dlrm, DlrmConfig, EmbeddingOptimizer, Precision};
 use dlrm_kernels::optim::LrPolicy;
 use dlrm_kernels::rng::Rng;
 
