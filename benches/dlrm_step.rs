@@ -73,8 +73,11 @@ fn gather_rate(pool: &ThreadPool, precision: Precision) -> f64 {
         let t = Instant::now();
         let mut rows = 0;
         for b in &batches {
-            pool.install(|| emb.forward(&[Bags::new(&b.indices[0], &b.offsets[0])], &mut out))
-                .unwrap();
+            pool.install(|| {
+                let bags = emb.check(&[Bags::new(&b.indices[0], &b.offsets[0])])?;
+                emb.forward(&bags, &mut out)
+            })
+            .unwrap();
             rows += b.indices[0].len();
         }
         if rep > 0 {

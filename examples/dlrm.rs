@@ -36,8 +36,9 @@ use dlrm_kernels::kernels::Isa;
 use dlrm_kernels::loss::Loss;
 use dlrm_kernels::memory::{self, MemoryEstimate, Setting, human_bytes};
 use dlrm_kernels::metrics::{accuracy, roc_auc};
-use dlrm_kernels::model::{Dlrm, DlrmConfig, EmbeddingOptimizer, Precision, StepTimings};
+use dlrm_kernels::model::{Dlrm, DlrmConfig, Precision, StepTimings};
 use dlrm_kernels::optim::LrPolicy;
+use dlrm_kernels::optim::{Optimizers, TableOptimizer};
 use dlrm_kernels::threads::{self, Workers};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -944,9 +945,12 @@ fn model_config(
             LossArg::Bce => Loss::Bce,
             LossArg::Mse => Loss::Mse,
         },
-        embedding_optimizer: match a.optimizer {
-            OptimizerArg::Sgd => EmbeddingOptimizer::Sgd,
-            OptimizerArg::Rwsadagrad => EmbeddingOptimizer::RowwiseAdagrad,
+        optimizers: Optimizers {
+            tables: match a.optimizer {
+                OptimizerArg::Sgd => TableOptimizer::Sgd,
+                OptimizerArg::Rwsadagrad => TableOptimizer::RowwiseAdagrad,
+            },
+            ..Optimizers::default()
         },
         lr: LrPolicy {
             base_lr: s.lr,

@@ -66,6 +66,7 @@ pub mod mlp;
 pub mod model;
 pub mod optim;
 pub mod rng;
+pub mod split_sgd;
 pub mod threads;
 
 pub use error::{Error, Result};

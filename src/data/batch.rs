@@ -75,7 +75,7 @@ impl MiniBatch {
                 got: range.end,
             });
         }
-        let width = if b == 0 { 0 } else { self.dense.len() / b };
+        let width = self.dense.len().checked_div(b).unwrap_or(0);
         if width * b != self.dense.len() {
             return Err(Error::Shape {
                 what: "dense features (a whole number per sample)".into(),
