@@ -54,6 +54,8 @@ pub use dlrm_microkernels::{Accum, Batch, Brgemm, BrgemmDesc, DType, Isa, Kernel
 
 pub mod blocked;
 pub mod checkpoint;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod data;
 pub mod embedding;
 pub mod error;
@@ -68,6 +70,7 @@ pub mod optim;
 pub mod rng;
 pub mod split_sgd;
 pub mod threads;
+pub mod train;
 
 pub use error::{Error, Result};
 

@@ -508,6 +508,28 @@ pub fn check_against(
     })
 }
 
+/// Bytes per sample of the batches a trainer keeps in flight beside the model: `in_flight`
+/// batches of, per sample, the dense features and the target (f32) and, per table,
+/// `lookups` indices and an offset (i64); `None` if that overflows. Pass it to
+/// [`check_against`] as `extra_per_sample`.
+///
+/// ```
+/// // 26 tables of one lookup, 13 dense features, 6 batches in flight.
+/// assert_eq!(dlrm_kernels::memory::batch_bytes_per_sample(26, 1, 13, 6), Some(6 * (26 * 16 + 14 * 4)));
+/// assert_eq!(dlrm_kernels::memory::batch_bytes_per_sample(1, usize::MAX, 13, 6), None);
+/// ```
+pub fn batch_bytes_per_sample(
+    tables: usize,
+    lookups: usize,
+    dense: usize,
+    in_flight: usize,
+) -> Option<u64> {
+    (tables as u64)
+        .checked_mul((lookups as u64).checked_add(1)?.checked_mul(8)?)?
+        .checked_add((dense as u64).checked_add(1)?.checked_mul(4)?)?
+        .checked_mul(in_flight as u64)
+}
+
 /// `what` if the product of `factors` does not fit a `usize`, else the product.
 pub(crate) fn checked_product(factors: &[usize], what: impl FnOnce() -> String) -> Result<usize> {
     factors

@@ -1,0 +1,603 @@
+//! Training as a library: a [`Trainer`] runs a model (with its optimizers and learning-rate
+//! schedule, see [`crate::optim`]) over a [`BatchSource`] for some epochs, evaluates it on
+//! the test split ([`evaluate`]: loss, accuracy, ROC AUC) at a cadence, stops early on a
+//! target metric or a [`Stop`] request, and tells [`Observer`]s what happens: log lines,
+//! a metrics CSV and checkpoints come with the library ([`LogLines`], [`CsvLog`],
+//! [`Checkpoints`]); a progress bar is one in the program that draws it.
+//!
+//! Batches are made ahead on a background thread ([`TrainOptions::background_loading`]) or
+//! in line, and the summary says where the time went: the steps (split by part, see
+//! [`StepTimings`]) and the wait for data.
+//!
+//! ```
+//! use dlrm_kernels::data::{SplitSizes, synthetic::{SyntheticConfig, SyntheticSource}};
+//! use dlrm_kernels::model::{Dlrm, DlrmConfig};
+//! use dlrm_kernels::train::{TrainOptions, Trainer};
+//!
+//! let rows = vec![1000; 4];
+//! let cfg = DlrmConfig { bottom_mlp: vec![13, 16, 4], table_rows: rows.clone(), ..DlrmConfig::tiny() };
+//! let sizes = SplitSizes { train_batches: 50, test_batches: 4, test_batch_size: 256 };
+//! let data = SyntheticSource::new(SyntheticConfig { table_rows: rows, batch_size: 16, ..Default::default() }, sizes)?;
+//! let mut trainer = Trainer::new(Dlrm::new(cfg, 1)?, data, TrainOptions::default())?;
+//! let summary = trainer.run()?;
+//! assert_eq!(summary.steps, 50);
+//! assert_eq!(summary.evals.len(), 11); // before training, then every 5 steps
+//! # Ok::<(), dlrm_kernels::Error>(())
+//! ```
+
+mod evaluate;
+mod observer;
+mod stop;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use evaluate::{Eval, Metric, evaluate};
+pub use observer::{Checkpoints, CsvLog, LogLines, Observer, Output, check_writable};
+pub use stop::Stop;
+
+use crate::data::prefetch::Prefetcher;
+use crate::data::{BatchSource, Split};
+use crate::error::{Error, Result};
+use crate::model::{Dlrm, StepTimings};
+
+/// How a [`Trainer`] runs.
+///
+/// ```
+/// use dlrm_kernels::train::{Metric, Target, TrainOptions};
+/// let o = TrainOptions {
+///     epochs: 2,
+///     eval_every: Some(1000),
+///     target: Some(Target { metric: Metric::Auc, value: 0.8 }),
+///     ..TrainOptions::default()
+/// };
+/// assert!(o.evaluate_first && o.background_loading);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrainOptions {
+    /// Passes over the training split.
+    pub epochs: usize,
+    /// Evaluate every this many steps, and at the last one (`None` or 0: ten times over
+    /// the run).
+    pub eval_every: Option<usize>,
+    /// Evaluate before the first step.
+    pub evaluate_first: bool,
+    /// Report progress to the observers every this many steps, and at the last one.
+    pub report_every: usize,
+    /// Make batches on a background thread while the model trains (else each in line,
+    /// when it is needed, its time counted as waiting for data).
+    pub background_loading: bool,
+    /// Batches the background thread makes ahead.
+    pub prefetch: usize,
+    /// Stop once an evaluation during training reaches this.
+    pub target: Option<Target>,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        TrainOptions {
+            epochs: 1,
+            eval_every: None,
+            evaluate_first: true,
+            report_every: 10,
+            background_loading: true,
+            prefetch: 4,
+            target: None,
+        }
+    }
+}
+
+/// A value of a test metric that ends training once an evaluation reaches it (at least
+/// as good, see [`Metric::better`]).
+///
+/// ```
+/// use dlrm_kernels::train::{Eval, Metric, Target};
+/// let t = Target { metric: Metric::Loss, value: 0.45 };
+/// assert!(t.reached(&Eval { loss: 0.44, ..Eval::default() }));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Target {
+    /// The metric.
+    pub metric: Metric,
+    /// The value to reach.
+    pub value: f64,
+}
+
+impl Target {
+    /// Whether `eval` reaches the target.
+    ///
+    /// ```
+    /// use dlrm_kernels::train::{Eval, Metric, Target};
+    /// assert!(!Target { metric: Metric::Auc, value: 0.8 }.reached(&Eval { auc: 0.7, ..Eval::default() }));
+    /// ```
+    pub fn reached(&self, eval: &Eval) -> bool {
+        self.metric.better(eval.get(self.metric), self.value)
+    }
+}
+
+/// What an observer learns when a run starts.
+#[derive(Debug, Clone)]
+pub struct RunInfo {
+    /// The model's step count when the run started.
+    pub start_step: u64,
+    /// Steps the run will take if it is not stopped.
+    pub total_steps: u64,
+    /// Training batches per epoch.
+    pub batches_per_epoch: usize,
+    /// Epochs.
+    pub epochs: usize,
+    /// The run's stop handle (hold its lock while writing a file a handler must not cut
+    /// short, see [`Stop::hold`]).
+    pub stop: Stop,
+}
+
+/// A progress report.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Progress {
+    /// The model's step count.
+    pub step: u64,
+    /// Steps taken in this run.
+    pub done: u64,
+    /// Steps the run takes if it is not stopped.
+    pub total: u64,
+    /// The epoch (from 0).
+    pub epoch: usize,
+    /// The mean training loss since the last report.
+    pub loss: f64,
+    /// The learning rate of the next step.
+    pub learning_rate: f32,
+    /// Wall time per step over the epoch so far, data loading included.
+    pub ms_per_step: f64,
+    /// Samples per second over the epoch so far.
+    pub samples_per_second: f64,
+}
+
+impl Progress {
+    /// `"12.3 ms/it | 41000 samples/s | loss 0.45123 | lr 1.00e-1"`.
+    ///
+    /// ```
+    /// use dlrm_kernels::train::Progress;
+    /// let p = Progress { step: 10, done: 10, total: 100, epoch: 0, loss: 0.5, learning_rate: 0.1,
+    ///     ms_per_step: 12.34, samples_per_second: 41000.0 };
+    /// assert_eq!(p.describe(), "12.3 ms/it | 41000 samples/s | loss 0.50000 | lr 1.00e-1");
+    /// ```
+    pub fn describe(&self) -> String {
+        format!(
+            "{:.1} ms/it | {:.0} samples/s | loss {:.5} | lr {:.2e}",
+            self.ms_per_step, self.samples_per_second, self.loss, self.learning_rate
+        )
+    }
+}
+
+/// An evaluation and when it was made.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Evaluation {
+    /// The result.
+    pub eval: Eval,
+    /// The model's step count.
+    pub step: u64,
+    /// The epoch (from 0).
+    pub epoch: usize,
+}
+
+impl Evaluation {
+    /// `"test at step 500: loss 0.45123, accuracy 79.12 %, AUC 0.8123 (10000 samples)"`.
+    ///
+    /// ```
+    /// use dlrm_kernels::train::{Eval, Evaluation};
+    /// let e = Evaluation { eval: Eval { loss: 0.5, accuracy: 0.75, auc: 0.8, samples: 10 }, step: 2, epoch: 0 };
+    /// assert_eq!(e.describe(), "test at step 2: loss 0.50000, accuracy 75.00 %, AUC 0.8000 (10 samples)");
+    /// ```
+    pub fn describe(&self) -> String {
+        format!(
+            "test at step {}: loss {:.5}, accuracy {:.2} %, AUC {:.4} ({} samples)",
+            self.step,
+            self.eval.loss,
+            100.0 * self.eval.accuracy,
+            self.eval.auc,
+            self.eval.samples
+        )
+    }
+}
+
+/// Why a run ended before its last step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum StopReason {
+    /// [`Stop::request`] was called (a signal, another thread, an observer).
+    Interrupted,
+    /// An evaluation reached [`TrainOptions::target`].
+    TargetReached {
+        /// The metric.
+        metric: Metric,
+        /// Its value.
+        value: f64,
+    },
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    /// Steps taken.
+    pub steps: u64,
+    /// The evaluations, in order.
+    pub evals: Vec<Evaluation>,
+    /// Why the run ended early, if it did.
+    pub stopped: Option<StopReason>,
+    /// Time per part of the steps.
+    pub timings: StepTimings,
+    /// Wall time of the steps.
+    pub stepped: Duration,
+    /// Time spent waiting for batches (in line: making them).
+    pub waited: Duration,
+    /// Wall time of the training loop (evaluations included).
+    pub wall: Duration,
+    /// Malformed input lines the data source skipped.
+    pub skipped: u64,
+}
+
+impl Summary {
+    /// Whether a stop request ended the run.
+    ///
+    /// ```
+    /// assert!(!dlrm_kernels::train::Summary::default().interrupted());
+    /// ```
+    pub fn interrupted(&self) -> bool {
+        self.stopped == Some(StopReason::Interrupted)
+    }
+
+    /// Milliseconds per step without waiting for data (and with it).
+    ///
+    /// ```
+    /// let s = dlrm_kernels::train::Summary::default();
+    /// assert_eq!(s.step_ms(), (0.0, 0.0));
+    /// ```
+    pub fn step_ms(&self) -> (f64, f64) {
+        let steps = self.timings.steps.max(1) as f64;
+        let ms = |d: Duration| d.as_secs_f64() * 1e3 / steps;
+        (ms(self.stepped), ms(self.stepped + self.waited))
+    }
+
+    /// The best evaluation by `metric` (the first of equals; `None` without evaluations).
+    ///
+    /// ```
+    /// use dlrm_kernels::train::{Eval, Evaluation, Metric, Summary};
+    /// let at = |step, auc| Evaluation { eval: Eval { auc, ..Eval::default() }, step, epoch: 0 };
+    /// let s = Summary { evals: vec![at(0, 0.5), at(10, 0.8), at(20, 0.7)], ..Summary::default() };
+    /// assert_eq!(s.best(Metric::Auc).unwrap().step, 10);
+    /// ```
+    pub fn best(&self, metric: Metric) -> Option<&Evaluation> {
+        self.evals.iter().fold(None, |best, e| match best {
+            Some(b) if !metric.better(e.eval.get(metric), b.eval.get(metric)) => Some(b),
+            Some(b) if e.eval.get(metric) == b.eval.get(metric) => Some(b),
+            _ if e.eval.get(metric).is_nan() => best,
+            _ => Some(e),
+        })
+    }
+
+    /// Where the time went: `"100 steps in 12.3 s: 95.12 ms/step without data loading
+    /// (96.00 ms with it)"`, then the time per step by part.
+    ///
+    /// ```
+    /// let s = dlrm_kernels::train::Summary::default();
+    /// assert!(s.describe().starts_with("0 steps in 0.0 s: 0.00 ms/step without data loading"));
+    /// ```
+    pub fn describe(&self) -> String {
+        let t = &self.timings;
+        let per_step = |d: Duration| d.as_secs_f64() * 1e3 / t.steps.max(1) as f64;
+        let (ms, with_data) = self.step_ms();
+        format!(
+            "{} steps in {:.1} s: {ms:.2} ms/step without data loading ({with_data:.2} ms with it)\n  \
+             per step: data wait {:.2} ms, embedding {:.2} ms, MLP {:.2} ms, interaction {:.2} ms, other {:.2} ms{}",
+            t.steps,
+            self.wall.as_secs_f64(),
+            per_step(self.waited),
+            per_step(t.embedding),
+            per_step(t.mlp),
+            per_step(t.interaction),
+            per_step(t.other),
+            if self.skipped > 0 {
+                format!("\n  {} malformed input lines were skipped", self.skipped)
+            } else {
+                String::new()
+            }
+        )
+    }
+}
+
+/// A model, its training data and how to run: see the [module docs](self).
+pub struct Trainer {
+    model: Dlrm,
+    data: Arc<dyn BatchSource>,
+    options: TrainOptions,
+    observers: Vec<Box<dyn Observer>>,
+    stop: Stop,
+}
+
+impl std::fmt::Debug for Trainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trainer")
+            .field("model", &self.model.config())
+            .field("options", &self.options)
+            .field("observers", &self.observers.len())
+            .finish()
+    }
+}
+
+impl Trainer {
+    /// A trainer of `model` on `data`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] if the data does not fit the model: another number of dense
+    /// features or tables, or a table with more rows than the model's (its indices could
+    /// not be looked up); or if `options` asks for no report cadence.
+    ///
+    /// ```
+    /// use dlrm_kernels::data::{SplitSizes, random::{RandomDataConfig, RandomSource}};
+    /// use dlrm_kernels::model::{Dlrm, DlrmConfig};
+    /// use dlrm_kernels::train::{TrainOptions, Trainer};
+    /// let sizes = SplitSizes { train_batches: 1, test_batches: 1, test_batch_size: 8 };
+    /// let data = RandomSource::new(RandomDataConfig::default(), sizes)?; // 13 dense features
+    /// let err = Trainer::new(Dlrm::new(DlrmConfig::tiny(), 0)?, data, TrainOptions::default());
+    /// assert_eq!(
+    ///     err.unwrap_err().to_string(),
+    ///     "invalid configuration: the data has 13 dense features, the model takes 5"
+    /// );
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
+    pub fn new(
+        model: Dlrm,
+        data: impl BatchSource + 'static,
+        options: TrainOptions,
+    ) -> Result<Self> {
+        Self::with_source(model, Arc::new(data), options)
+    }
+
+    /// [`Trainer::new`] with a shared source.
+    ///
+    /// # Errors
+    ///
+    /// As [`Trainer::new`].
+    pub fn with_source(
+        model: Dlrm,
+        data: Arc<dyn BatchSource>,
+        options: TrainOptions,
+    ) -> Result<Self> {
+        let cfg = model.config();
+        let bad = |m: String| Err(Error::Config(m));
+        if data.dense_features() != cfg.dense_features() {
+            return bad(format!(
+                "the data has {} dense features, the model takes {}",
+                data.dense_features(),
+                cfg.dense_features()
+            ));
+        }
+        let rows = data.table_rows();
+        if rows.len() != cfg.table_rows.len() {
+            return bad(format!(
+                "the data has {} tables, the model {}",
+                rows.len(),
+                cfg.table_rows.len()
+            ));
+        }
+        if let Some(t) = (0..rows.len()).find(|&t| rows[t] > cfg.table_rows[t]) {
+            return bad(format!(
+                "table {t}: the data's indices go up to {} rows, the model's table has {}",
+                rows[t], cfg.table_rows[t]
+            ));
+        }
+        if options.report_every == 0 {
+            return bad("progress is reported every report_every steps: at least 1".into());
+        }
+        Ok(Trainer {
+            model,
+            data,
+            options,
+            observers: Vec::new(),
+            stop: Stop::new(),
+        })
+    }
+
+    /// Tell `observer` what the runs do (observers are told in the order they were added).
+    ///
+    /// ```
+    /// # use dlrm_kernels::data::{SplitSizes, random::{RandomDataConfig, RandomSource}};
+    /// # use dlrm_kernels::model::{Dlrm, DlrmConfig};
+    /// use dlrm_kernels::train::{LogLines, TrainOptions, Trainer};
+    /// # let sizes = SplitSizes { train_batches: 1, test_batches: 1, test_batch_size: 8 };
+    /// # let data = RandomSource::new(RandomDataConfig { dense_features: 5, table_rows: vec![100; 3], ..Default::default() }, sizes)?;
+    /// let trainer = Trainer::new(Dlrm::new(DlrmConfig::tiny(), 0)?, data, TrainOptions::default())?
+    ///     .observe(LogLines::default());
+    /// # let _ = trainer;
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
+    pub fn observe(mut self, observer: impl Observer + 'static) -> Self {
+        self.observers.push(Box::new(observer));
+        self
+    }
+
+    /// [`Trainer::observe`] for a boxed observer.
+    pub fn observe_boxed(mut self, observer: Box<dyn Observer>) -> Self {
+        self.observers.push(observer);
+        self
+    }
+
+    /// Stop when `stop` is asked to (instead of the trainer's own handle).
+    pub fn with_stop(mut self, stop: Stop) -> Self {
+        self.stop = stop;
+        self
+    }
+
+    /// The handle that stops the run after the current step.
+    pub fn stop_handle(&self) -> Stop {
+        self.stop.clone()
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Dlrm {
+        &self.model
+    }
+
+    /// The model, mutable (e.g. to load a checkpoint into it).
+    pub fn model_mut(&mut self) -> &mut Dlrm {
+        &mut self.model
+    }
+
+    /// The model back.
+    pub fn into_model(self) -> Dlrm {
+        self.model
+    }
+
+    /// The options.
+    pub fn options(&self) -> &TrainOptions {
+        &self.options
+    }
+
+    /// The data.
+    pub fn data(&self) -> &dyn BatchSource {
+        &*self.data
+    }
+
+    /// Evaluate the model on the test split now and tell the observers; `None` if a stop
+    /// was asked for before it was done.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`evaluate`] and of the observers.
+    pub fn evaluate(&mut self) -> Result<Option<Evaluation>> {
+        self.evaluate_in(0)
+    }
+
+    fn evaluate_in(&mut self, epoch: usize) -> Result<Option<Evaluation>> {
+        let Some(eval) = evaluate(&mut self.model, &*self.data, &self.stop)? else {
+            return Ok(None);
+        };
+        let e = Evaluation {
+            eval,
+            step: self.model.steps(),
+            epoch,
+        };
+        for o in &mut self.observers {
+            o.evaluated(&self.model, &e)?;
+        }
+        Ok(Some(e))
+    }
+
+    /// Train: the evaluation before training (if asked for), then every epoch's batches,
+    /// evaluating at the cadence asked for, until the last step, a stop request (after the
+    /// current step) or the target.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Training`] naming the iteration and epoch of a step that failed (a batch
+    /// that does not fit the model, a NaN or infinite loss; the model is as it was after the
+    /// step before); the data's errors; the observers'.
+    pub fn run(&mut self) -> Result<Summary> {
+        let per_epoch = self.data.batches(Split::Train);
+        let epochs = self.options.epochs;
+        let total = (per_epoch * epochs) as u64;
+        let eval_every = match self.options.eval_every {
+            Some(n) if n > 0 => n as u64,
+            _ => total.div_ceil(10).max(1),
+        };
+        let report_every = self.options.report_every as u64;
+        let start_step = self.model.steps();
+        let run = RunInfo {
+            start_step,
+            total_steps: total,
+            batches_per_epoch: per_epoch,
+            epochs,
+            stop: self.stop.clone(),
+        };
+        for o in &mut self.observers {
+            o.start(&run)?;
+        }
+        let mut summary = Summary {
+            skipped: self.data.skipped(),
+            ..Summary::default()
+        };
+        if self.options.evaluate_first {
+            summary.evals.extend(self.evaluate_in(0)?);
+        }
+        self.model.reset_timings();
+        let start = Instant::now();
+        for epoch in 0..epochs {
+            if self.stop.requested() || summary.stopped.is_some() {
+                break;
+            }
+            let data = Arc::clone(&self.data);
+            let batches = (0..per_epoch).map(move |i| data.batch(Split::Train, epoch, i));
+            let mut batches = Prefetcher::new(
+                batches,
+                self.options.background_loading,
+                self.options.prefetch,
+            );
+            let (epoch_start, mut it, mut samples) = (Instant::now(), 0u64, 0usize);
+            let (mut loss_sum, mut losses) = (0.0, 0u64);
+            for batch in batches.by_ref() {
+                let batch = batch?;
+                let iteration = self.model.steps() + 1;
+                let t = Instant::now();
+                let loss = self.model.train_step(&batch);
+                summary.stepped += t.elapsed();
+                let loss = loss.map_err(|cause| Error::Training {
+                    iteration,
+                    epoch,
+                    cause: Box::new(cause),
+                })?;
+                (it, samples) = (it + 1, samples + batch.len());
+                (loss_sum, losses) = (loss_sum + loss, losses + 1);
+                let done = self.model.steps() - start_step;
+                if done.is_multiple_of(report_every) || done == total {
+                    let elapsed = epoch_start.elapsed().as_secs_f64();
+                    let p = Progress {
+                        step: self.model.steps(),
+                        done,
+                        total,
+                        epoch,
+                        loss: loss_sum / losses as f64,
+                        learning_rate: self.model.learning_rate(),
+                        ms_per_step: 1e3 * elapsed / it as f64,
+                        samples_per_second: samples as f64 / elapsed,
+                    };
+                    (loss_sum, losses) = (0.0, 0);
+                    for o in &mut self.observers {
+                        o.progress(&p)?;
+                    }
+                }
+                if done.is_multiple_of(eval_every) || done == total {
+                    let e = self.evaluate_in(epoch)?;
+                    summary.evals.extend(e);
+                    if let (Some(target), Some(e)) = (self.options.target, e)
+                        && target.reached(&e.eval)
+                    {
+                        summary.stopped = Some(StopReason::TargetReached {
+                            metric: target.metric,
+                            value: e.eval.get(target.metric),
+                        });
+                        break;
+                    }
+                }
+                if self.stop.requested() {
+                    break;
+                }
+            }
+            summary.waited += batches.waited();
+        }
+        summary.wall = start.elapsed();
+        if self.stop.requested() && summary.stopped.is_none() {
+            summary.stopped = Some(StopReason::Interrupted);
+        }
+        summary.steps = self.model.steps() - start_step;
+        summary.timings = self.model.timings();
+        if let Some(reason) = summary.stopped {
+            for o in &mut self.observers {
+                o.stopping(&self.model, reason)?;
+            }
+        }
+        for o in &mut self.observers {
+            o.finished(&self.model, &summary)?;
+        }
+        Ok(summary)
+    }
+}
