@@ -1,7 +1,7 @@
 //! Train DLRM on the CPU with `dlrm-kernels`.
 //!
 //! ```sh
-//! cargo run --release --example dlrm                       # synthetic data, about 30 s
+//! cargo run --release --example dlrm                       # the default model, synthetic data
 //! cargo run --release --example dlrm -- --preset small --data-generation random --num-batches 50
 //! cargo run --release --example dlrm -- --preset kaggle --data-generation dataset \
 //!     --raw-data-file ./criteo/train.txt --max-ind-range 1000000 --test-freq 2000

@@ -430,8 +430,8 @@ fn check_strided(what: &str, rows: usize, cols: usize, stride: usize, len: usize
 /// Tasks run in `t` order on each thread, so the `cols` tasks of row `i` share A's panel `i`
 /// and the first task of row `i + 1` would find its panel cold. So each task first
 /// prefetches its share (1 / `cols`) of panel `i + 1` into L2. (Prefetching the next B panel
-/// instead, a whole panel per task, was slower: it evicts the running task's operands; see
-/// BENCHMARKS.md for the measurements behind both.)
+/// instead, a whole panel per task, evicts the running task's operands; the measurements
+/// behind both: BENCHMARKS.md, "Measurements behind choices in the code".)
 pub(crate) struct ForEachBlock<'a, T> {
     /// The output blocks.
     pub out: &'a mut [T],

@@ -31,8 +31,8 @@ pub(super) struct Plan {
     pub batches: usize,
 }
 
-/// The trainer's model without a preset: one that learns the synthetic data in about 30 s
-/// on two cores.
+/// The trainer's model without a preset: one that learns the synthetic data in a short run
+/// (how long on the development machine: BENCHMARKS.md).
 fn default_config() -> DlrmConfig {
     DlrmConfig {
         bottom_mlp: vec![13, 512, 256, 64],

@@ -18,8 +18,8 @@ const GROUPS_PER_THREAD: usize = 16;
 
 /// Row groups have at most `2^MAX_GROUP_SHIFT` rows (large tables get more groups than
 /// [`GROUPS_PER_THREAD`] per thread): a group's row-indexed buffers for chaining lookups by row
-/// (a `u32` per row and a bit per row, 264 KiB for 64K rows) then stay in L2. Larger groups
-/// (8M rows on one thread: 512K rows each) measured about 15% slower for the whole update.
+/// (a `u32` per row and a bit per row, 264 KiB for 64K rows) then stay in L2; larger groups
+/// were measured slower (BENCHMARKS.md, "Measurements behind choices in the code").
 const MAX_GROUP_SHIFT: u32 = 16;
 
 /// Reusable buffers of the fused update (kept between calls so large batches do not pay for

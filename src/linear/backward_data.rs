@@ -15,7 +15,7 @@ impl<T: Element> Linear<T> {
     ///
     /// # Errors
     ///
-    /// [`Error::Shape`] on a shape or blocking mismatch (nothing is written).
+    /// [`Error::Shape`](crate::Error::Shape) on a shape or blocking mismatch (nothing is written).
     ///
     /// ```
     /// use dlrm_kernels::blocked::Blocked;
@@ -46,7 +46,7 @@ impl<T: Element> Linear<T> {
     ///
     /// # Errors
     ///
-    /// [`Error::Shape`] on a shape or blocking mismatch of `dy`, `y_below` or `dx` (nothing
+    /// [`Error::Shape`](crate::Error::Shape) on a shape or blocking mismatch of `dy`, `y_below` or `dx` (nothing
     /// is written).
     ///
     /// ```

@@ -13,7 +13,7 @@ impl<T: Element> Linear<T> {
     ///
     /// # Errors
     ///
-    /// [`Error::Shape`] if `x` or `y` has another shape or blocking than the layer's
+    /// [`Error::Shape`](crate::Error::Shape) if `x` or `y` has another shape or blocking than the layer's
     /// (nothing is written).
     ///
     /// ```
@@ -95,7 +95,7 @@ impl<T: Element> Linear<T> {
     ///
     /// # Errors
     ///
-    /// [`Error::Shape`] if `y` and `dy` are not both this layer's output shape (nothing is
+    /// [`Error::Shape`](crate::Error::Shape) if `y` and `dy` are not both this layer's output shape (nothing is
     /// written).
     ///
     /// ```

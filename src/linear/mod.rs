@@ -17,7 +17,7 @@
 //!
 //! In the forward and backward-data passes the BRGEMM applies the bias, a ReLU and a ReLU's
 //! backward (the derivative of the layer below) to its registers before it stores a block
-//! (an [`Epilogue`]), so each output is written once, straight into its place; a sigmoid
+//! (an [`Epilogue`](crate::kernels::Epilogue)), so each output is written once, straight into its place; a sigmoid
 //! takes a separate pass over the block.
 //!
 //! Each output block is computed by one task in a fixed order, so results are bit-identical for
@@ -37,7 +37,7 @@
 //! The code: the shape and block sizes in `config.rs`, the forward and the activation's
 //! backward in `forward.rs`, backward-data in `backward_data.rs`, backward-weights and the
 //! updates in `backward_weights.rs`; the block scheduler they share is
-//! [`crate::blocked::ForEachBlock`].
+//! `blocked::ForEachBlock`.
 //!
 //! ```
 //! use dlrm_kernels::blocked::Blocked;

@@ -219,8 +219,9 @@ impl BagKernelDesc {
     }
 
     /// The default prefetch distance for rows of `row_bytes` bytes: the lookups that cover
-    /// [`Self::PREFETCH_BYTES`], between 4 and 64 (a random gather on Zen 4 runs fastest with
-    /// about 8 KiB of rows prefetched ahead: 32 lookups of fp32 x 64, 64 of bf16 x 64).
+    /// [`Self::PREFETCH_BYTES`] (32 lookups of fp32 x 64, 64 of bf16 x 64), between 4 and 64
+    /// (how the 8 KiB were chosen: BENCHMARKS.md, "Measurements behind choices in the
+    /// code").
     ///
     /// ```
     /// use dlrm_microkernels::embedding::BagKernelDesc;
