@@ -52,6 +52,18 @@ pub enum InputGrad {
 
 /// One layer's gradients, handed to the caller of [`Mlp::backward_deferred`] as soon as
 /// they are computed (see [`Linear::gradients_mut`] for their layout).
+///
+/// ```
+/// use dlrm_kernels::mlp::{InputGrad, Mlp, MlpConfig};
+/// let mut m = Mlp::<f32>::new(MlpConfig::new(vec![3, 2], 4), 0)?;
+/// m.forward(&[1.0; 12])?;
+/// m.set_output_grad(&[0.5; 8])?;
+/// m.backward_deferred(InputGrad::Skip, |g| {
+///     assert_eq!((g.layer, g.bias.len()), (0, 2));
+///     Ok(())
+/// })?;
+/// # Ok::<(), dlrm_kernels::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct LayerGrads<'a> {
     /// The layer (0 is the first).
@@ -67,7 +79,8 @@ pub struct LayerGrads<'a> {
 /// ```
 /// use dlrm_kernels::mlp::MlpConfig;
 /// let cfg = MlpConfig::new(vec![512, 512, 64], 2048);
-/// assert_eq!(cfg.layer_configs().len(), 2);
+/// assert_eq!(cfg.layer_configs()?.len(), 2);
+/// # Ok::<(), dlrm_kernels::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct MlpConfig {

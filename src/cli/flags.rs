@@ -23,6 +23,12 @@ where
 }
 
 /// Where the batches come from.
+///
+/// ```
+/// use clap::Parser;
+/// use dlrm_kernels::cli::{Args, DataGeneration};
+/// assert_eq!(Args::parse_from(["dlrm"]).data_generation, DataGeneration::Synthetic);
+/// ```
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DataGeneration {
     /// The DLRM reference's random generator.
@@ -34,6 +40,13 @@ pub enum DataGeneration {
 }
 
 /// The order of a dataset's training batches.
+///
+/// ```
+/// use clap::Parser;
+/// use dlrm_kernels::cli::{Args, DataRandomize};
+/// let a = Args::parse_from(["dlrm", "--data-randomize", "total"]);
+/// assert_eq!(a.data_randomize, DataRandomize::Total);
+/// ```
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DataRandomize {
     /// As stored.

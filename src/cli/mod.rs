@@ -103,6 +103,13 @@ impl Args {
 
 /// How a run talks to its user: where lines go, and an optional progress display (told
 /// what the run does, as every [`Observer`]).
+///
+/// ```
+/// use dlrm_kernels::cli::Ui;
+/// use dlrm_kernels::train::Output;
+/// let quiet = Ui { out: Output::new(|_| {}), progress: None };
+/// # let _ = quiet;
+/// ```
 pub struct Ui {
     /// Where lines go.
     pub out: Output,
@@ -122,6 +129,16 @@ impl std::fmt::Debug for Ui {
 /// the user interface with `ui`, stop cleanly on Ctrl-C or SIGTERM ([`stop_on_signals`]),
 /// run; the exit status: 0, 1 after an error (printed to standard error), or
 /// [`EXIT_INTERRUPTED`].
+///
+/// ```no_run
+/// // A whole trainer program, as examples/dlrm.rs is without its progress bar:
+/// use dlrm_kernels::cli::{self, Ui};
+/// use dlrm_kernels::train::Output;
+/// fn main() -> std::process::ExitCode {
+///     let ui = |_: &cli::Args| Ui { out: Output::stdout(), progress: None };
+///     std::process::ExitCode::from(cli::main(std::env::args_os(), ui))
+/// }
+/// ```
 pub fn main<I, T>(argv: I, ui: impl FnOnce(&Args) -> Ui) -> u8
 where
     I: IntoIterator<Item = T>,
@@ -151,6 +168,12 @@ where
 /// # Errors
 ///
 /// The handler could not be installed (one already is, or the OS refused).
+///
+/// ```no_run
+/// let stop = dlrm_kernels::train::Stop::new();
+/// dlrm_kernels::cli::stop_on_signals(&stop).expect("the only handler");
+/// // ... a training loop that looks at stop.requested() after each step ...
+/// ```
 pub fn stop_on_signals(stop: &Stop) -> std::result::Result<(), ctrlc::Error> {
     let stop = stop.clone();
     ctrlc::set_handler(move || {

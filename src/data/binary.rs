@@ -337,7 +337,7 @@ impl BinaryData {
     }
 
     /// The same data with its training batches shuffled as whole batches, anew every
-    /// epoch (epoch `e` from seed `seed ^ e`).
+    /// epoch (epoch `e` from seed `seed ^ e`); see the [type's example](BinaryData).
     pub fn shuffled(mut self, seed: u64) -> Self {
         self.shuffle = Some(seed);
         *self.order.get_mut().unwrap_or_else(PoisonError::into_inner) = None;
@@ -346,6 +346,20 @@ impl BinaryData {
 
     /// The reader of a split (the test reader for [`Split::Validation`], which this source
     /// does not have).
+    ///
+    /// ```
+    /// # use dlrm_kernels::data::{binary::{BinaryData, BinaryWriter}, criteo::Record, Split};
+    /// # let prefix = std::env::temp_dir().join(format!("bin-reader-{}", std::process::id()));
+    /// # for split in [Split::Train, Split::Test] {
+    /// #     let mut w = BinaryWriter::create(&BinaryData::file(&prefix, split))?;
+    /// #     for _ in 0..10 { w.write(&Record::default())?; }
+    /// #     w.finish()?;
+    /// # }
+    /// let data = BinaryData::open(&prefix, 4, 5, 100)?;
+    /// assert_eq!(data.reader(Split::Test).batches(), 2);
+    /// # for split in [Split::Train, Split::Test] { std::fs::remove_file(BinaryData::file(&prefix, split)).ok(); }
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
     pub fn reader(&self, split: Split) -> &BinaryReader {
         match split {
             Split::Train => &self.train,

@@ -636,6 +636,24 @@ impl Default for CriteoOptions {
 /// A Criteo dataset as a [`BatchSource`]: the raw text converted once (streaming, never a
 /// whole file in memory) to the MLPerf binary format beside it, then read from the binary
 /// files ([`BinaryData`]), so later runs start at once.
+///
+/// ```
+/// use dlrm_kernels::data::criteo::{CriteoData, CriteoFiles, CriteoOptions};
+/// use dlrm_kernels::data::{BatchSource, Split};
+/// let raw = std::env::temp_dir().join(format!("criteo-doc-{}.txt", std::process::id()));
+/// let line = format!("1{}{}\n", "\t3".repeat(13), "\tab".repeat(26));
+/// std::fs::write(&raw, line.repeat(70))?; // 60 lines train, 5 test
+/// let files = CriteoFiles { raw: Some(raw.clone()), ..CriteoFiles::default() };
+/// let options = CriteoOptions { batch_size: 16, max_ind_range: 100, ..CriteoOptions::default() };
+/// let data = CriteoData::open(&files, options, &mut |line| println!("{line}"))?;
+/// assert_eq!(data.batches(Split::Train), 4);
+/// assert_eq!(data.batch(Split::Train, 0, 0)?.indices[0][0], 0xab % 100);
+/// # for split in [Split::Train, Split::Test] {
+/// #     std::fs::remove_file(dlrm_kernels::data::binary::BinaryData::file(&files.prefix()?, split)).ok();
+/// # }
+/// # std::fs::remove_file(&raw).ok();
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct CriteoData {
     data: BinaryData,
@@ -737,12 +755,13 @@ impl CriteoData {
         Ok(CriteoData { data, skipped })
     }
 
-    /// The binary data read.
+    /// The binary data read (see the [type's example](CriteoData) for a whole run).
     pub fn binary(&self) -> &BinaryData {
         &self.data
     }
 
-    /// Change the binary data (e.g. [`BinaryData::shuffled`]).
+    /// Change the binary data (e.g. [`BinaryData::shuffled`]; the [type's
+    /// example](CriteoData) opens one).
     pub fn map_binary(self, f: impl FnOnce(BinaryData) -> BinaryData) -> Self {
         CriteoData {
             data: f(self.data),

@@ -116,6 +116,19 @@ impl Target {
 }
 
 /// What an observer learns when a run starts.
+///
+/// ```
+/// use dlrm_kernels::train::{Observer, RunInfo};
+/// /// Keeps the run's stop handle, to stop it from outside.
+/// #[derive(Default)]
+/// struct Handle(Option<dlrm_kernels::train::Stop>);
+/// impl Observer for Handle {
+///     fn start(&mut self, run: &RunInfo) -> dlrm_kernels::Result<()> {
+///         self.0 = Some(run.stop.clone());
+///         Ok(())
+///     }
+/// }
+/// ```
 #[derive(Debug, Clone)]
 pub struct RunInfo {
     /// The model's step count when the run started.
@@ -131,7 +144,7 @@ pub struct RunInfo {
     pub stop: Stop,
 }
 
-/// A progress report.
+/// A progress report (see [`Progress::describe`] for an example).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Progress {
     /// The model's step count.
@@ -169,7 +182,7 @@ impl Progress {
     }
 }
 
-/// An evaluation and when it was made.
+/// An evaluation and when it was made (see [`Evaluation::describe`] for an example).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Evaluation {
     /// The result.
@@ -201,6 +214,14 @@ impl Evaluation {
 }
 
 /// Why a run ended before its last step.
+///
+/// ```
+/// use dlrm_kernels::train::{Metric, StopReason, Summary};
+/// let s = Summary { stopped: Some(StopReason::Interrupted), ..Summary::default() };
+/// assert!(s.interrupted());
+/// let reached = StopReason::TargetReached { metric: Metric::Auc, value: 0.8 };
+/// assert_ne!(reached, StopReason::Interrupted);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum StopReason {
     /// [`Stop::request`] was called (a signal, another thread, an observer).
@@ -214,7 +235,7 @@ pub enum StopReason {
     },
 }
 
-/// What a run did.
+/// What a run did (see [`Trainer::run`]; the [module docs](self) have an example).
 #[derive(Debug, Clone, Default)]
 pub struct Summary {
     /// Steps taken.
@@ -358,6 +379,18 @@ impl Trainer {
     /// # Errors
     ///
     /// As [`Trainer::new`].
+    ///
+    /// ```
+    /// # use dlrm_kernels::data::{SplitSizes, random::{RandomDataConfig, RandomSource}};
+    /// # use dlrm_kernels::model::{Dlrm, DlrmConfig};
+    /// # use dlrm_kernels::train::{TrainOptions, Trainer};
+    /// # let sizes = SplitSizes { train_batches: 3, test_batches: 1, test_batch_size: 8 };
+    /// # let data = RandomSource::new(RandomDataConfig { dense_features: 5, table_rows: vec![100; 3], batch_size: 8, ..Default::default() }, sizes)?;
+    /// let shared: std::sync::Arc<dyn dlrm_kernels::data::BatchSource> = std::sync::Arc::new(data);
+    /// let trainer = Trainer::with_source(Dlrm::new(DlrmConfig::tiny(), 0)?, shared.clone(), TrainOptions::default())?;
+    /// assert_eq!(trainer.data().dense_features(), shared.dense_features());
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
     pub fn with_source(
         model: Dlrm,
         data: Arc<dyn BatchSource>,
@@ -417,43 +450,139 @@ impl Trainer {
     }
 
     /// [`Trainer::observe`] for a boxed observer.
+    ///
+    /// ```
+    /// # use dlrm_kernels::data::{SplitSizes, random::{RandomDataConfig, RandomSource}};
+    /// # use dlrm_kernels::model::{Dlrm, DlrmConfig};
+    /// # use dlrm_kernels::train::{TrainOptions, Trainer};
+    /// # let sizes = SplitSizes { train_batches: 3, test_batches: 1, test_batch_size: 8 };
+    /// # let data = RandomSource::new(RandomDataConfig { dense_features: 5, table_rows: vec![100; 3], batch_size: 8, ..Default::default() }, sizes)?;
+    /// let log: Box<dyn dlrm_kernels::train::Observer> = Box::new(dlrm_kernels::train::LogLines::default());
+    /// let trainer = Trainer::new(Dlrm::new(DlrmConfig::tiny(), 0)?, data, TrainOptions::default())?.observe_boxed(log);
+    /// # let _ = trainer;
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
     pub fn observe_boxed(mut self, observer: Box<dyn Observer>) -> Self {
         self.observers.push(observer);
         self
     }
 
     /// Stop when `stop` is asked to (instead of the trainer's own handle).
+    ///
+    /// ```
+    /// # use dlrm_kernels::data::{SplitSizes, random::{RandomDataConfig, RandomSource}};
+    /// # use dlrm_kernels::model::{Dlrm, DlrmConfig};
+    /// # use dlrm_kernels::train::{TrainOptions, Trainer};
+    /// # let sizes = SplitSizes { train_batches: 3, test_batches: 1, test_batch_size: 8 };
+    /// # let data = RandomSource::new(RandomDataConfig { dense_features: 5, table_rows: vec![100; 3], batch_size: 8, ..Default::default() }, sizes)?;
+    /// let stop = dlrm_kernels::train::Stop::new();
+    /// stop.request(); // before the run: it trains nothing
+    /// let mut trainer = Trainer::new(Dlrm::new(DlrmConfig::tiny(), 0)?, data, TrainOptions::default())?.with_stop(stop);
+    /// let summary = trainer.run()?;
+    /// assert!(summary.interrupted() && summary.steps == 0);
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
     pub fn with_stop(mut self, stop: Stop) -> Self {
         self.stop = stop;
         self
     }
 
-    /// The handle that stops the run after the current step.
+    /// The handle that stops the run after the current step (give it to another thread or a
+    /// signal handler).
+    ///
+    /// ```
+    /// # use dlrm_kernels::data::{SplitSizes, random::{RandomDataConfig, RandomSource}};
+    /// # use dlrm_kernels::model::{Dlrm, DlrmConfig};
+    /// # use dlrm_kernels::train::{TrainOptions, Trainer};
+    /// # let sizes = SplitSizes { train_batches: 3, test_batches: 1, test_batch_size: 8 };
+    /// # let data = RandomSource::new(RandomDataConfig { dense_features: 5, table_rows: vec![100; 3], batch_size: 8, ..Default::default() }, sizes)?;
+    /// let mut trainer = Trainer::new(Dlrm::new(DlrmConfig::tiny(), 0)?, data, TrainOptions::default())?;
+    /// let stop = trainer.stop_handle();
+    /// assert!(!stop.requested());
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
     pub fn stop_handle(&self) -> Stop {
         self.stop.clone()
     }
 
     /// The model.
+    ///
+    /// ```
+    /// # use dlrm_kernels::data::{SplitSizes, random::{RandomDataConfig, RandomSource}};
+    /// # use dlrm_kernels::model::{Dlrm, DlrmConfig};
+    /// # use dlrm_kernels::train::{TrainOptions, Trainer};
+    /// # let sizes = SplitSizes { train_batches: 3, test_batches: 1, test_batch_size: 8 };
+    /// # let data = RandomSource::new(RandomDataConfig { dense_features: 5, table_rows: vec![100; 3], batch_size: 8, ..Default::default() }, sizes)?;
+    /// let trainer = Trainer::new(Dlrm::new(DlrmConfig::tiny(), 0)?, data, TrainOptions::default())?;
+    /// assert_eq!(trainer.model().steps(), 0);
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
     pub fn model(&self) -> &Dlrm {
         &self.model
     }
 
     /// The model, mutable (e.g. to load a checkpoint into it).
+    ///
+    /// ```
+    /// # use dlrm_kernels::data::{SplitSizes, random::{RandomDataConfig, RandomSource}};
+    /// # use dlrm_kernels::model::{Dlrm, DlrmConfig};
+    /// # use dlrm_kernels::train::{TrainOptions, Trainer};
+    /// # let sizes = SplitSizes { train_batches: 3, test_batches: 1, test_batch_size: 8 };
+    /// # let data = RandomSource::new(RandomDataConfig { dense_features: 5, table_rows: vec![100; 3], batch_size: 8, ..Default::default() }, sizes)?;
+    /// let mut trainer = Trainer::new(Dlrm::new(DlrmConfig::tiny(), 0)?, data, TrainOptions::default())?;
+    /// trainer.model_mut().set_steps(100); // resume the schedule at step 100
+    /// assert_eq!(trainer.model().steps(), 100);
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
     pub fn model_mut(&mut self) -> &mut Dlrm {
         &mut self.model
     }
 
     /// The model back.
+    ///
+    /// ```
+    /// # use dlrm_kernels::data::{SplitSizes, random::{RandomDataConfig, RandomSource}};
+    /// # use dlrm_kernels::model::{Dlrm, DlrmConfig};
+    /// # use dlrm_kernels::train::{TrainOptions, Trainer};
+    /// # let sizes = SplitSizes { train_batches: 3, test_batches: 1, test_batch_size: 8 };
+    /// # let data = RandomSource::new(RandomDataConfig { dense_features: 5, table_rows: vec![100; 3], batch_size: 8, ..Default::default() }, sizes)?;
+    /// let mut trainer = Trainer::new(Dlrm::new(DlrmConfig::tiny(), 0)?, data, TrainOptions::default())?;
+    /// trainer.run()?;
+    /// assert_eq!(trainer.into_model().steps(), 3);
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
     pub fn into_model(self) -> Dlrm {
         self.model
     }
 
     /// The options.
+    ///
+    /// ```
+    /// # use dlrm_kernels::data::{SplitSizes, random::{RandomDataConfig, RandomSource}};
+    /// # use dlrm_kernels::model::{Dlrm, DlrmConfig};
+    /// # use dlrm_kernels::train::{TrainOptions, Trainer};
+    /// # let sizes = SplitSizes { train_batches: 3, test_batches: 1, test_batch_size: 8 };
+    /// # let data = RandomSource::new(RandomDataConfig { dense_features: 5, table_rows: vec![100; 3], batch_size: 8, ..Default::default() }, sizes)?;
+    /// let trainer = Trainer::new(Dlrm::new(DlrmConfig::tiny(), 0)?, data, TrainOptions::default())?;
+    /// assert_eq!(trainer.options().epochs, 1);
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
     pub fn options(&self) -> &TrainOptions {
         &self.options
     }
 
     /// The data.
+    ///
+    /// ```
+    /// # use dlrm_kernels::data::{SplitSizes, random::{RandomDataConfig, RandomSource}};
+    /// # use dlrm_kernels::model::{Dlrm, DlrmConfig};
+    /// # use dlrm_kernels::train::{TrainOptions, Trainer};
+    /// # let sizes = SplitSizes { train_batches: 3, test_batches: 1, test_batch_size: 8 };
+    /// # let data = RandomSource::new(RandomDataConfig { dense_features: 5, table_rows: vec![100; 3], batch_size: 8, ..Default::default() }, sizes)?;
+    /// let trainer = Trainer::new(Dlrm::new(DlrmConfig::tiny(), 0)?, data, TrainOptions::default())?;
+    /// assert_eq!(trainer.data().batches(dlrm_kernels::data::Split::Train), 3);
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
     pub fn data(&self) -> &dyn BatchSource {
         &*self.data
     }
@@ -464,6 +593,18 @@ impl Trainer {
     /// # Errors
     ///
     /// Those of [`evaluate`] and of the observers.
+    ///
+    /// ```
+    /// # use dlrm_kernels::data::{SplitSizes, random::{RandomDataConfig, RandomSource}};
+    /// # use dlrm_kernels::model::{Dlrm, DlrmConfig};
+    /// # use dlrm_kernels::train::{TrainOptions, Trainer};
+    /// # let sizes = SplitSizes { train_batches: 3, test_batches: 1, test_batch_size: 8 };
+    /// # let data = RandomSource::new(RandomDataConfig { dense_features: 5, table_rows: vec![100; 3], batch_size: 8, ..Default::default() }, sizes)?;
+    /// let mut trainer = Trainer::new(Dlrm::new(DlrmConfig::tiny(), 0)?, data, TrainOptions::default())?;
+    /// let e = trainer.evaluate()?.expect("not stopped");
+    /// assert_eq!((e.step, e.eval.samples), (0, 8));
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
     pub fn evaluate(&mut self) -> Result<Option<Evaluation>> {
         self.evaluate_in(0)
     }
@@ -492,6 +633,18 @@ impl Trainer {
     /// [`Error::Training`] naming the iteration and epoch of a step that failed (a batch
     /// that does not fit the model, a NaN or infinite loss; the model is as it was after the
     /// step before); the data's errors; the observers'.
+    ///
+    /// ```
+    /// # use dlrm_kernels::data::{SplitSizes, random::{RandomDataConfig, RandomSource}};
+    /// # use dlrm_kernels::model::{Dlrm, DlrmConfig};
+    /// # use dlrm_kernels::train::{TrainOptions, Trainer};
+    /// # let sizes = SplitSizes { train_batches: 3, test_batches: 1, test_batch_size: 8 };
+    /// # let data = RandomSource::new(RandomDataConfig { dense_features: 5, table_rows: vec![100; 3], batch_size: 8, ..Default::default() }, sizes)?;
+    /// let mut trainer = Trainer::new(Dlrm::new(DlrmConfig::tiny(), 0)?, data, TrainOptions::default())?;
+    /// let summary = trainer.run()?;
+    /// assert_eq!((summary.steps, summary.evals.len()), (3, 4)); // before, then after each step
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
     pub fn run(&mut self) -> Result<Summary> {
         let per_epoch = self.data.batches(Split::Train);
         let epochs = self.options.epochs;
