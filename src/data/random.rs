@@ -167,8 +167,7 @@ impl RandomData {
     }
 
     /// Indices and offsets of every table (tables in parallel), table `t` from stream `1 + t`.
-    #[allow(clippy::type_complexity)]
-    fn tables(&self, base: &Rng) -> (Vec<Vec<i64>>, Vec<Vec<i64>>) {
+    fn tables(&self, base: &Rng) -> TableBags {
         let c = &self.cfg;
         c.table_rows
             .par_iter()
@@ -205,6 +204,9 @@ impl RandomData {
             .unzip()
     }
 }
+
+/// Every table's indices, and every table's offsets.
+type TableBags = (Vec<Vec<i64>>, Vec<Vec<i64>>);
 
 /// The reference's random data as a [`BatchSource`]: training batches from a
 /// [`RandomData`] of the configuration (fresh batches every epoch: batch `i` of epoch `e`
