@@ -117,7 +117,7 @@ impl Evaluation {
 pub enum StopReason {
     /// [`Stop::request`] was called (a signal, another thread, an observer).
     Interrupted,
-    /// An evaluation reached [`TrainOptions::target`].
+    /// An evaluation reached [`TrainOptions::target`](super::TrainOptions::target).
     TargetReached {
         /// The metric.
         metric: Metric,
