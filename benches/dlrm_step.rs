@@ -14,13 +14,14 @@ use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 use dlrm_kernels::DType;
+use dlrm_kernels::data::MiniBatch;
 use dlrm_kernels::data::random::{RandomData, RandomDataConfig};
 use dlrm_kernels::embedding::{
     Bags, EmbeddingBagConfig, EmbeddingBags, EmbeddingTable, TableConfig,
 };
 use dlrm_kernels::kernels::peak::{self, Peak};
 use dlrm_kernels::kernels::tuning::Tuning;
-use dlrm_kernels::model::{Dlrm, DlrmConfig, MiniBatch, Precision};
+use dlrm_kernels::model::{Dlrm, DlrmConfig, Precision};
 use rayon::ThreadPool;
 
 const THREADS: usize = 2;
@@ -74,8 +75,11 @@ fn gather_rate(pool: &ThreadPool, precision: Precision) -> f64 {
         let t = Instant::now();
         let mut rows = 0;
         for b in &batches {
-            pool.install(|| emb.forward(&[Bags::new(&b.indices[0], &b.offsets[0])], &mut out))
-                .unwrap();
+            pool.install(|| {
+                let bags = emb.check(&[Bags::new(&b.indices[0], &b.offsets[0])])?;
+                emb.forward(&bags, &mut out)
+            })
+            .unwrap();
             rows += b.indices[0].len();
         }
         if rep > 0 {

@@ -2,8 +2,11 @@
 //!
 //! A `rows x cols` matrix is cut into `bn x bc` blocks stored `[Nb][Cb][bn][bc]`
 //! (`Nb = ceil(rows / bn)`, `Cb = ceil(cols / bc)`), every block contiguous and row-major, so
-//! each pass of a layer is one BRGEMM per output block over contiguous operands. Sizes that do
-//! not divide their block are padded, and the padding is always zero.
+//! each pass of a layer is one BRGEMM per output block over contiguous operands (the passes
+//! share one scheduler for that, kept here with the layout it serves). Sizes that do not
+//! divide their block are padded, and the padding is always zero. Rows can be copied in and
+//! out from row-major or strided f32 rows (a row `stride` floats from the next), which is
+//! how an MLP's edges meet the model's stacked feature rows.
 //!
 //! ```
 //! use dlrm_kernels::blocked::Blocked;
@@ -22,7 +25,7 @@
 use rayon::prelude::*;
 
 use crate::error::{Error, Result, check_len};
-use crate::kernels::Element;
+use crate::kernels::{Batch, Element, prefetch};
 use crate::memory::{checked_product, try_filled};
 
 /// A `rows x cols` matrix stored as `[Nb][Cb][bn][bc]` blocks, zero-padded.
@@ -108,6 +111,32 @@ impl<T: Element> Blocked<T> {
     /// ```
     pub fn copy_from_row_major(&mut self, src: &[f32]) -> Result<()> {
         check_len("row-major source length", self.rows * self.cols, src.len())?;
+        self.copy_from_rows(src, self.cols);
+        Ok(())
+    }
+
+    /// Overwrite with the first `cols` values of each of `rows` f32 rows, row `r` at
+    /// `src[r * stride..]` (padding stays zero).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Shape`] if `stride < cols` or `src` is shorter than the rows (nothing is
+    /// written).
+    ///
+    /// ```
+    /// let mut b = dlrm_kernels::blocked::Blocked::<f32>::zeros(2, 1, 2, 1)?;
+    /// b.copy_from_strided(&[1.0, 9.0, 9.0, 2.0], 3)?; // rows at 0 and 3
+    /// assert_eq!((b.get(0, 0), b.get(1, 0)), (1.0, 2.0));
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
+    pub fn copy_from_strided(&mut self, src: &[f32], stride: usize) -> Result<()> {
+        check_strided("strided source", self.rows, self.cols, stride, src.len())?;
+        self.copy_from_rows(src, stride);
+        Ok(())
+    }
+
+    /// [`Blocked::copy_from_strided`] on checked sizes.
+    fn copy_from_rows(&mut self, src: &[f32], stride: usize) {
         let (rows, cols, bn, bc, cb) = (self.rows, self.cols, self.bn, self.bc, self.cb);
         self.data
             .par_chunks_mut(cb * bn * bc)
@@ -124,7 +153,7 @@ impl<T: Element> Blocked<T> {
                             0
                         };
                         if valid > 0 {
-                            let s = &src[row * cols + c0..row * cols + c0 + valid];
+                            let s = &src[row * stride + c0..row * stride + c0 + valid];
                             for (d, x) in dst[..valid].iter_mut().zip(s) {
                                 *d = T::from_f32(*x);
                             }
@@ -133,7 +162,6 @@ impl<T: Element> Blocked<T> {
                     }
                 }
             });
-        Ok(())
     }
 
     /// Write the matrix out as row-major f32 (`rows * cols` values, padding dropped).
@@ -155,20 +183,55 @@ impl<T: Element> Blocked<T> {
             self.rows * self.cols,
             dst.len(),
         )?;
-        if self.cols == 0 {
-            return Ok(());
+        self.to_rows(dst, self.cols);
+        Ok(())
+    }
+
+    /// Write row `r` of the matrix to `dst[r * stride..][..cols]` as f32; the other values
+    /// of `dst` are not touched.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Shape`] if `stride < cols` or `dst` is shorter than the rows (nothing is
+    /// written).
+    ///
+    /// ```
+    /// let b = dlrm_kernels::blocked::Blocked::<f32>::from_row_major(&[5.0, 6.0], 2, 1, 2, 1)?;
+    /// let mut out = [0f32; 4];
+    /// b.to_strided(&mut out, 3)?;
+    /// assert_eq!(out, [5.0, 0.0, 0.0, 6.0]);
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
+    pub fn to_strided(&self, dst: &mut [f32], stride: usize) -> Result<()> {
+        check_strided(
+            "strided destination",
+            self.rows,
+            self.cols,
+            stride,
+            dst.len(),
+        )?;
+        self.to_rows(dst, stride);
+        Ok(())
+    }
+
+    /// [`Blocked::to_strided`] on checked sizes.
+    fn to_rows(&self, dst: &mut [f32], stride: usize) {
+        if self.cols == 0 || self.rows == 0 {
+            return;
         }
         let (cols, bn, bc, cb) = (self.cols, self.bn, self.bc, self.cb);
-        dst.par_chunks_mut(cols).enumerate().for_each(|(row, out)| {
-            let (nb, r) = (row / bn, row % bn);
-            for (j, chunk) in out.chunks_mut(bc).enumerate() {
-                let blk = &self.data[((nb * cb + j) * bn + r) * bc..][..chunk.len()];
-                for (d, x) in chunk.iter_mut().zip(blk) {
-                    *d = x.to_f32();
+        dst.par_chunks_mut(stride)
+            .take(self.rows)
+            .enumerate()
+            .for_each(|(row, out)| {
+                let (nb, r) = (row / bn, row % bn);
+                for (j, chunk) in out[..cols].chunks_mut(bc).enumerate() {
+                    let blk = &self.data[((nb * cb + j) * bn + r) * bc..][..chunk.len()];
+                    for (d, x) in chunk.iter_mut().zip(blk) {
+                        *d = x.to_f32();
+                    }
                 }
-            }
-        });
-        Ok(())
+            });
     }
 
     /// Logical rows.
@@ -326,5 +389,103 @@ impl<T: Element> Blocked<T> {
         check_len(format!("{what} columns"), cols, self.cols)?;
         check_len(format!("{what} block rows"), bn, self.bn)?;
         check_len(format!("{what} block columns"), bc, self.bc)
+    }
+}
+
+/// `Ok` if `len` values hold `rows` rows of `cols` values `stride` apart (the last row needs
+/// only its `cols`).
+fn check_strided(what: &str, rows: usize, cols: usize, stride: usize, len: usize) -> Result<()> {
+    if stride < cols {
+        return Err(Error::Shape {
+            what: format!("{what} row stride (at least the columns)"),
+            expected: cols,
+            got: stride,
+        });
+    }
+    let needed = match rows {
+        0 => 0,
+        _ => (rows - 1)
+            .checked_mul(stride)
+            .and_then(|x| x.checked_add(cols))
+            .ok_or_else(|| {
+                Error::Config(format!("{what}: {rows} rows of stride {stride} overflow"))
+            })?,
+    };
+    if len < needed {
+        return Err(Error::Shape {
+            what: format!("{what} length ({rows} rows of stride {stride})"),
+            expected: needed,
+            got: len,
+        });
+    }
+    Ok(())
+}
+
+/// The block scheduler of the linear layer's passes: one BRGEMM per output block, in
+/// parallel. Block `t` of `out` (blocks of `block` elements) is (`i`, `j`) =
+/// (`t / cols`, `t % cols`) and reduces panel `i` of `a` with panel `j` of `b` (panels of
+/// `a_panel` and `b_panel` elements, `count` pairs each). Each block is one task, computed
+/// the same way whatever the thread count.
+///
+/// Tasks run in `t` order on each thread, so the `cols` tasks of row `i` share A's panel `i`
+/// and the first task of row `i + 1` would find its panel cold. So each task first
+/// prefetches its share (1 / `cols`) of panel `i + 1` into L2. (Prefetching the next B panel
+/// instead, a whole panel per task, evicts the running task's operands; the measurements
+/// behind both: BENCHMARKS.md, "Measurements behind choices in the code".)
+pub(crate) struct ForEachBlock<'a, T> {
+    /// The output blocks.
+    pub out: &'a mut [T],
+    /// Elements per output block.
+    pub block: usize,
+    /// Output blocks per row of blocks.
+    pub cols: usize,
+    /// The A operand, in panels of `a_panel` elements.
+    pub a: &'a [T],
+    /// Elements per A panel.
+    pub a_panel: usize,
+    /// The B operand, in panels of `b_panel` elements.
+    pub b: &'a [T],
+    /// Elements per B panel.
+    pub b_panel: usize,
+    /// Block pairs each BRGEMM reduces over.
+    pub count: usize,
+    /// f32 scratch per task.
+    pub scratch_len: usize,
+}
+
+impl<T: Element> ForEachBlock<'_, T> {
+    /// Run `task(i, j, batch, out_block, scratch)` for every output block.
+    pub fn run(
+        self,
+        task: impl Fn(usize, usize, Batch<'_, T>, &mut [T], &mut [f32]) -> Result<()> + Sync,
+    ) -> Result<()> {
+        let ForEachBlock {
+            out,
+            block,
+            cols,
+            a,
+            a_panel,
+            b,
+            b_panel,
+            count,
+            scratch_len,
+        } = self;
+        out.par_chunks_mut(block).enumerate().try_for_each_init(
+            || vec![0f32; scratch_len],
+            |acc, (t, out_blk)| {
+                let (i, j) = (t / cols, t % cols);
+                let share = a_panel.div_ceil(cols);
+                let next = (i + 1) * a_panel;
+                let from = (next + j * share).min(a.len());
+                let to = (next + (j + 1) * share).min(next + a_panel).min(a.len());
+                prefetch::l2(&a[from..to.max(from)]);
+                let batch = Batch::strided(
+                    &a[i * a_panel..][..a_panel],
+                    &b[j * b_panel..][..b_panel],
+                    count,
+                );
+                task(i, j, batch, out_blk, acc)
+            },
+        )
     }
 }

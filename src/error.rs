@@ -99,6 +99,28 @@ pub enum Error {
     },
     /// The communication between ranks failed or cannot be set up (see [`crate::dist`]).
     Communication(String),
+    /// A name that is not one of the choices (a preset, an interaction, a precision...).
+    UnknownName {
+        /// What was being named, e.g. `"precision"`.
+        what: &'static str,
+        /// The name given.
+        got: String,
+        /// The names that are known.
+        expected: Vec<&'static str>,
+    },
+    /// A setting given by its user-facing name (a command-line flag) with a value that
+    /// cannot work; the message names the flag and the value.
+    Usage(String),
+    /// A training step failed: the step and epoch, and why. The model is as it was after
+    /// the step before.
+    Training {
+        /// The iteration (step number, from 1) that failed.
+        iteration: u64,
+        /// The epoch it was in (from 0).
+        epoch: usize,
+        /// What went wrong.
+        cause: Box<Error>,
+    },
 }
 
 impl fmt::Display for Error {
@@ -145,6 +167,24 @@ impl fmt::Display for Error {
                 value,
                 message,
             } => write!(f, "{setting} {value}: {message}"),
+            Error::UnknownName {
+                what,
+                got,
+                expected,
+            } => write!(
+                f,
+                "unknown {what} {got:?}, expected one of: {}",
+                expected.join(", ")
+            ),
+            Error::Usage(message) => f.write_str(message),
+            Error::Training {
+                iteration,
+                epoch,
+                cause,
+            } => write!(
+                f,
+                "training stopped at iteration {iteration} (epoch {epoch}): {cause}"
+            ),
             Error::Data {
                 path,
                 line: 0,
@@ -163,6 +203,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Kernel(e) => Some(e),
+            Error::Training { cause, .. } => Some(&**cause),
             _ => None,
         }
     }
@@ -198,4 +239,22 @@ pub(crate) fn check_len(what: impl Into<String>, expected: usize, got: usize) ->
             got,
         })
     }
+}
+
+/// The value of `all` whose `name` is `s`, or [`Error::UnknownName`] listing the names: the
+/// `FromStr` of the crate's named choices.
+pub(crate) fn parse_name<T: Copy>(
+    s: &str,
+    what: &'static str,
+    all: &[T],
+    name: fn(T) -> &'static str,
+) -> Result<T> {
+    all.iter()
+        .copied()
+        .find(|&v| name(v) == s)
+        .ok_or_else(|| Error::UnknownName {
+            what,
+            got: s.to_string(),
+            expected: all.iter().map(|&v| name(v)).collect(),
+        })
 }

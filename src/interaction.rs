@@ -9,19 +9,20 @@
 //! Both run on [`crate::kernels::pair_dots`], straight on the rows of `Z` (`d` across the
 //! SIMD lanes, no transposed copy), with the same bits on every ISA.
 //!
-//! The output is written straight into the blocked input of the top MLP, so no row-major
-//! copy is made. Inputs: `dense` row-major `[B][d]`, `emb` row-major `[B][T][d]`, f32.
+//! The input is every sample's `Z` where it lies: row-major `[B][F][d]` f32 (the model
+//! writes the bottom MLP's output into slot 0 and pools the tables into slots 1..), so no
+//! copy is made to stack it. The output is written straight into the blocked input of the
+//! top MLP, and the backward writes `dZ` in the layout of `Z`.
 //!
 //! ```
 //! use dlrm_kernels::blocked::Blocked;
 //! use dlrm_kernels::interaction::{Interaction, InteractionOp};
 //!
 //! let it = Interaction::new(InteractionOp::Dot, false, 2, 2)?; // T = 2 tables, d = 2
-//! assert_eq!(it.output_dim(), 2 + 3);
-//! let dense = [1.0, 0.0];
-//! let emb = [1.0, 2.0, /* table 1 */ 3.0, 4.0];
+//! assert_eq!((it.output_dim(), it.stacked_width()), (2 + 3, 3 * 2));
+//! let z = [1.0, 0.0, /* table 0 */ 1.0, 2.0, /* table 1 */ 3.0, 4.0];
 //! let mut out = Blocked::<f32>::zeros(1, 5, 1, 5)?;
-//! it.forward(&dense, &emb, &mut out)?;
+//! it.forward(&z, &mut out)?;
 //! let row: Vec<f32> = (0..5).map(|c| out.get(0, c)).collect();
 //! // [x, x.e1, x.e2, e1.e2]
 //! assert_eq!(row, [1.0, 0.0, 1.0, 3.0, 11.0]);
@@ -31,7 +32,7 @@
 use rayon::prelude::*;
 
 use crate::blocked::Blocked;
-use crate::error::{Error, Result, check_len};
+use crate::error::{Error, Result, check_len, parse_name};
 use crate::kernels::convert::Converter;
 use crate::kernels::pair_dots::PairDots;
 use crate::kernels::{Element, eltwise};
@@ -47,6 +48,9 @@ pub enum InteractionOp {
 }
 
 impl InteractionOp {
+    /// Both operators.
+    pub const ALL: [InteractionOp; 2] = [InteractionOp::Dot, InteractionOp::Cat];
+
     /// Name as the trainer's `--arch-interaction-op` takes it.
     ///
     /// ```
@@ -57,6 +61,20 @@ impl InteractionOp {
             InteractionOp::Dot => "dot",
             InteractionOp::Cat => "cat",
         }
+    }
+}
+
+impl std::str::FromStr for InteractionOp {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        parse_name(s, "interaction", &Self::ALL, Self::name)
+    }
+}
+
+impl std::fmt::Display for InteractionOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -123,6 +141,18 @@ impl Interaction {
             .expect("checked by new")
     }
 
+    /// Floats per sample of the stacked input `Z` and of its gradient: `F d`, with
+    /// `F = tables + 1`.
+    ///
+    /// ```
+    /// use dlrm_kernels::interaction::{Interaction, InteractionOp};
+    /// assert_eq!(Interaction::new(InteractionOp::Dot, false, 8, 64)?.stacked_width(), 9 * 64);
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
+    pub fn stacked_width(&self) -> usize {
+        (self.tables + 1) * self.dim
+    }
+
     /// FLOP of forward + backward for a batch: `2 d` per pair forward, `2 d F` per vector
     /// backward (`dZ = S Z`); 0 for `cat`.
     ///
@@ -144,59 +174,46 @@ impl Interaction {
         }
     }
 
-    fn check(&self, batch: usize, dense: usize, emb: usize, cols: usize) -> Result<()> {
-        check_len("interaction dense input length", batch * self.dim, dense)?;
+    fn check(&self, batch: usize, z: usize, cols: usize) -> Result<()> {
         check_len(
-            "interaction embedding input length",
-            batch * self.tables * self.dim,
-            emb,
+            "interaction input length ([B][tables + 1][dim])",
+            batch * self.stacked_width(),
+            z,
         )?;
         check_len("interaction output columns", self.output_dim(), cols)
     }
 
-    /// `Z` (`[F][d]`) of sample `b`: its dense vector, then its pooled embeddings.
-    fn stack(&self, dense: &[f32], emb: &[f32], b: usize, z: &mut [f32]) {
-        let (d, t) = (self.dim, self.tables);
-        z[..d].copy_from_slice(&dense[b * d..(b + 1) * d]);
-        z[d..(t + 1) * d].copy_from_slice(&emb[b * t * d..(b + 1) * t * d]);
-    }
-
-    /// Forward: the interaction of each sample into row `b` of `out` (the top MLP's blocked
-    /// input, `batch x output_dim`); padding rows are zeroed.
+    /// Forward: the interaction of each sample of `z` (`[B][F][d]`) into row `b` of `out`
+    /// (the top MLP's blocked input, `batch x output_dim`); padding rows are zeroed.
     ///
     /// # Errors
     ///
-    /// [`Error::Shape`] if `dense`, `emb` or `out` do not match the batch (`out.rows()`).
+    /// [`Error::Shape`] if `z` or `out` do not match the batch (`out.rows()`).
     ///
     /// ```
     /// use dlrm_kernels::blocked::Blocked;
     /// use dlrm_kernels::interaction::{Interaction, InteractionOp};
     /// let it = Interaction::new(InteractionOp::Cat, false, 1, 2)?;
     /// let mut out = Blocked::<f32>::zeros(1, 4, 1, 4)?;
-    /// it.forward(&[1.0, 2.0], &[3.0, 4.0], &mut out)?;
+    /// it.forward(&[1.0, 2.0, 3.0, 4.0], &mut out)?;
     /// assert_eq!(out.as_slice(), &[1.0, 2.0, 3.0, 4.0]);
     /// # Ok::<(), dlrm_kernels::Error>(())
     /// ```
-    pub fn forward<T: Element>(
-        &self,
-        dense: &[f32],
-        emb: &[f32],
-        out: &mut Blocked<T>,
-    ) -> Result<()> {
+    pub fn forward<T: Element>(&self, z: &[f32], out: &mut Blocked<T>) -> Result<()> {
         let batch = out.rows();
-        self.check(batch, dense.len(), emb.len(), out.cols())?;
+        self.check(batch, z.len(), out.cols())?;
         let (bn, bc, cb) = (out.block_rows(), out.block_cols(), out.col_blocks());
-        let (d, f, width) = (self.dim, self.tables + 1, self.output_dim());
+        let (width, zw) = (self.output_dim(), self.stacked_width());
         out.as_mut_slice()
             .par_chunks_mut(cb * bn * bc)
             .enumerate()
             .try_for_each_init(
-                || (vec![0f32; d * f], vec![0f32; width]),
-                |(z, row), (nb, panel)| -> Result<()> {
+                || vec![0f32; width],
+                |row, (nb, panel)| -> Result<()> {
                     for r in 0..bn {
                         let b = nb * bn + r;
                         if b < batch {
-                            self.row(dense, emb, b, z, row)?;
+                            self.row(&z[b * zw..][..zw], row)?;
                         } else {
                             row.fill(0.0);
                         }
@@ -210,21 +227,13 @@ impl Interaction {
             )
     }
 
-    /// The output row of sample `b` (`z`: scratch for its `Z`).
-    fn row(
-        &self,
-        dense: &[f32],
-        emb: &[f32],
-        b: usize,
-        z: &mut [f32],
-        row: &mut [f32],
-    ) -> Result<()> {
-        let (d, t, f) = (self.dim, self.tables, self.tables + 1);
-        row[..d].copy_from_slice(&dense[b * d..(b + 1) * d]);
+    /// The output row of the sample whose stacked input is `z` (`[F][d]`).
+    fn row(&self, z: &[f32], row: &mut [f32]) -> Result<()> {
+        let (d, f) = (self.dim, self.tables + 1);
         match self.op {
-            InteractionOp::Cat => row[d..].copy_from_slice(&emb[b * t * d..(b + 1) * t * d]),
+            InteractionOp::Cat => row.copy_from_slice(z),
             InteractionOp::Dot => {
-                self.stack(dense, emb, b, z);
+                row[..d].copy_from_slice(&z[..d]);
                 self.dots
                     .forward(z, f, d, self.self_interaction, &mut row[d..])?;
             }
@@ -233,7 +242,8 @@ impl Interaction {
     }
 
     /// Backward: from the gradient w.r.t. the output (the top MLP's input gradient), the
-    /// gradients w.r.t. `dense` (`[B][d]`) and `emb` (`[B][T][d]`), overwritten.
+    /// gradient w.r.t. `z`, in its layout (`[B][F][d]`: the dense vector's in slot 0, the
+    /// pooled embeddings' in slots 1..), overwritten.
     ///
     /// # Errors
     ///
@@ -244,64 +254,60 @@ impl Interaction {
     /// use dlrm_kernels::interaction::{Interaction, InteractionOp};
     /// let it = Interaction::new(InteractionOp::Dot, false, 1, 1)?; // out = [x, x e]
     /// let d_out = Blocked::<f32>::from_row_major(&[1.0, 1.0], 1, 2, 1, 2)?;
-    /// let (mut dx, mut de) = ([0f32], [0f32]);
-    /// it.backward(&[2.0], &[3.0], &d_out, &mut dx, &mut de)?;
-    /// assert_eq!((dx[0], de[0]), (1.0 + 3.0, 2.0));
+    /// let mut dz = [0f32; 2];
+    /// it.backward(&[2.0, 3.0], &d_out, &mut dz)?; // z = [x, e] = [2, 3]
+    /// assert_eq!(dz, [1.0 + 3.0, 2.0]);
     /// # Ok::<(), dlrm_kernels::Error>(())
     /// ```
     pub fn backward<T: Element>(
         &self,
-        dense: &[f32],
-        emb: &[f32],
+        z: &[f32],
         d_out: &Blocked<T>,
-        d_dense: &mut [f32],
-        d_emb: &mut [f32],
+        dz: &mut [f32],
     ) -> Result<()> {
         let batch = d_out.rows();
-        self.check(batch, dense.len(), emb.len(), d_out.cols())?;
-        check_len("dense gradient length", dense.len(), d_dense.len())?;
-        check_len("embedding gradient length", emb.len(), d_emb.len())?;
+        self.check(batch, z.len(), d_out.cols())?;
+        check_len("interaction input gradient length", z.len(), dz.len())?;
         if batch == 0 {
             return Ok(());
         }
         let (bn, bc) = (d_out.block_rows(), d_out.block_cols());
-        let (d, t, f, width) = (self.dim, self.tables, self.tables + 1, self.output_dim());
-        d_dense
-            .par_chunks_mut(bn * d)
-            .zip(d_emb.par_chunks_mut(bn * t * d))
-            .enumerate()
-            .try_for_each_init(
-                || (vec![0f32; d * f], vec![0f32; width], vec![0f32; d * f]),
-                |(z, g, dz), (nb, (dd, de))| -> Result<()> {
-                    for r in 0..dd.len() / d {
-                        let b = nb * bn + r;
-                        for (j, chunk) in g.chunks_mut(bc).enumerate() {
-                            eltwise::load(
-                                &self.cvt,
-                                &d_out.block(nb, j)[r * bc..][..chunk.len()],
-                                chunk,
-                            );
-                        }
-                        let dx = &mut dd[r * d..(r + 1) * d];
-                        dx.copy_from_slice(&g[..d]);
-                        match self.op {
-                            InteractionOp::Cat => {
-                                de[r * t * d..(r + 1) * t * d].copy_from_slice(&g[d..]);
-                            }
-                            InteractionOp::Dot => {
-                                self.stack(dense, emb, b, z);
-                                let diag = self.self_interaction;
-                                self.dots.backward(z, f, d, diag, &g[d..], dz)?;
-                                for (x, g) in dx.iter_mut().zip(&dz[..d]) {
-                                    *x += g;
-                                }
-                                de[r * t * d..(r + 1) * t * d].copy_from_slice(&dz[d..f * d]);
+        let (d, f, width, zw) = (
+            self.dim,
+            self.tables + 1,
+            self.output_dim(),
+            self.stacked_width(),
+        );
+        dz.par_chunks_mut(bn * zw).enumerate().try_for_each_init(
+            || vec![0f32; width],
+            |g, (nb, dz_panel)| -> Result<()> {
+                for r in 0..dz_panel.len() / zw {
+                    let b = nb * bn + r;
+                    for (j, chunk) in g.chunks_mut(bc).enumerate() {
+                        eltwise::load(
+                            &self.cvt,
+                            &d_out.block(nb, j)[r * bc..][..chunk.len()],
+                            chunk,
+                        );
+                    }
+                    let dzb = &mut dz_panel[r * zw..][..zw];
+                    match self.op {
+                        InteractionOp::Cat => dzb.copy_from_slice(g),
+                        InteractionOp::Dot => {
+                            let diag = self.self_interaction;
+                            let zb = &z[b * zw..][..zw];
+                            self.dots.backward(zb, f, d, diag, &g[d..], dzb)?;
+                            // The dense vector is also passed through as is (one
+                            // addition, commutative: the same bits in either order).
+                            for (x, g) in dzb[..d].iter_mut().zip(&g[..d]) {
+                                *x += g;
                             }
                         }
                     }
-                    Ok(())
-                },
-            )
+                }
+                Ok(())
+            },
+        )
     }
 }
 

@@ -7,18 +7,26 @@
 //!   conversion and the Split-SGD split/join; embedding row kernels; all the `unsafe` code.
 //! * [`blocked`], [`linear`], [`mlp`]: activations stored `[Nb][Cb][bn][bc]`, weights
 //!   `[Kb][Cb][bc][bk]` (bf16: VNNI-2 blocks `[bc/2][bk][2]`), so forward, backward-data and
-//!   backward-weights are one BRGEMM per output block; bias and activation fused; SGD fused
-//!   into the weight-gradient pass.
+//!   backward-weights are one BRGEMM per output block; bias and activation fused; the update
+//!   fused into the weight-gradient pass.
 //! * [`embedding`]: tables `rows x dim` (f32, or bf16 Split-SGD: 4 bytes per weight, exact
 //!   fp32 updates), bags with PyTorch's `EmbeddingBag` semantics, and a fused, race-free,
 //!   deterministic backward + SGD / row-wise Adagrad that never builds a dense gradient.
 //! * [`interaction`], [`loss`], [`metrics`], [`optim`]: DLRM's dot interaction
 //!   (`[x, Z_i . Z_j for j < i]`), BCE on logits and MSE, accuracy and exact ROC AUC, the
-//!   reference's learning-rate policy.
-//! * [`model`], [`checkpoint`], [`data`], [`memory`]: the [`model::Dlrm`] type, safetensors
-//!   checkpoints, the random, synthetic and Criteo data sources the trainer
-//!   (`examples/dlrm.rs`) uses, and the memory a configuration needs, checked before
-//!   anything is allocated.
+//!   optimizers of each parameter group and the reference's learning-rate policy.
+//! * [`model`], [`checkpoint`], [`memory`]: the [`model::Dlrm`] type (its configuration,
+//!   presets and training step), safetensors checkpoints with the reference's state-dict
+//!   names, and the memory a configuration needs, checked before anything is allocated.
+//! * [`data`]: [`data::MiniBatch`] and where batches come from ([`data::BatchSource`]: the
+//!   reference's random data, synthetic data, Criteo raw text and MLPerf binary files).
+//! * [`train`]: [`train::Trainer`] trains a model on a source, evaluates it, stops on a
+//!   target or on request, and tells its observers (log lines, a CSV, checkpoints).
+//! * `cli` (feature `cli`): the DLRM reference's flags and the trainer behind them, which
+//!   `examples/dlrm.rs` runs.
+//!
+//! ARCHITECTURE.md (in the repository) follows one training step through these layers and
+//! says where each technique of the paper lives.
 //!
 //! Every fallible call returns [`Result`] with an [`Error`] that names what was wrong and
 //! where, and changes nothing on error. Every computation is deterministic: the same bits for
@@ -26,7 +34,8 @@
 //! one with its workers pinned to CPUs).
 //!
 //! ```
-//! use dlrm_kernels::model::{Dlrm, DlrmConfig, MiniBatch};
+//! use dlrm_kernels::data::MiniBatch;
+//! use dlrm_kernels::model::{Dlrm, DlrmConfig};
 //!
 //! let cfg = DlrmConfig::tiny();
 //! let mut model = Dlrm::new(cfg.clone(), 7)?;
@@ -53,6 +62,8 @@ pub use dlrm_microkernels::{Accum, Batch, Brgemm, BrgemmDesc, DType, Isa, Kernel
 
 pub mod blocked;
 pub mod checkpoint;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod data;
 pub mod dist;
 pub mod embedding;
@@ -66,7 +77,9 @@ pub mod mlp;
 pub mod model;
 pub mod optim;
 pub mod rng;
+pub mod split_sgd;
 pub mod threads;
+pub mod train;
 
 pub use error::{Error, Result};
 

@@ -43,7 +43,24 @@ pub fn sigmoid(z: f32) -> f32 {
     }
 }
 
+impl std::str::FromStr for Loss {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        crate::error::parse_name(s, "loss", &Self::ALL, Self::name)
+    }
+}
+
+impl std::fmt::Display for Loss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl Loss {
+    /// Both losses.
+    pub const ALL: [Loss; 2] = [Loss::Bce, Loss::Mse];
+
     /// Lower-case name (`"bce"`, `"mse"`), as the trainer's `--loss-function` takes it.
     ///
     /// ```

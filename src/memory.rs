@@ -33,7 +33,8 @@ use crate::error::{Error, Result};
 use crate::interaction::checked_output_dim;
 use crate::linear::LinearConfig;
 use crate::mlp::MlpConfig;
-use crate::model::{DlrmConfig, EmbeddingOptimizer, Precision};
+use crate::model::{DlrmConfig, Precision};
+use crate::optim::TableOptimizer;
 
 /// A setting of a [`DlrmConfig`] that makes a model too large (see [`Error::TooLarge`]).
 ///
@@ -123,8 +124,10 @@ impl fmt::Display for Setting {
 ///
 /// ```
 /// use dlrm_kernels::memory::MemoryEstimate;
-/// use dlrm_kernels::model::{DlrmConfig, EmbeddingOptimizer};
-/// let cfg = DlrmConfig { embedding_optimizer: EmbeddingOptimizer::RowwiseAdagrad, ..DlrmConfig::tiny() };
+/// use dlrm_kernels::model::DlrmConfig;
+/// use dlrm_kernels::optim::{Optimizers, TableOptimizer};
+/// let optimizers = Optimizers { tables: TableOptimizer::RowwiseAdagrad, ..Optimizers::default() };
+/// let cfg = DlrmConfig { optimizers, ..DlrmConfig::tiny() };
 /// let e = MemoryEstimate::of(&cfg)?;
 /// assert_eq!((e.tables, e.table_optimizer), (3 * 100 * 4 * 4, 3 * 100 * 4));
 /// assert_eq!(e.per_sample * cfg.batch_size as u64, e.batch);
@@ -153,7 +156,8 @@ impl MemoryEstimate {
     /// # Errors
     ///
     /// [`Error::TooLarge`] naming the setting whose sizes overflow a 64-bit byte count; a
-    /// configuration that does not validate may give [`Error::Config`].
+    /// configuration that does not validate may give [`Error::Config`]; kernel errors (the
+    /// block sizes come from the active backend, see [`MlpConfig::layer_configs`]).
     ///
     /// ```
     /// use dlrm_kernels::memory::{MemoryEstimate, Setting};
@@ -181,9 +185,9 @@ impl MemoryEstimate {
                 .and_then(|b| tables.checked_add(b))
                 .ok_or(overflow(Setting::TableRows))?;
         }
-        let table_optimizer = match cfg.embedding_optimizer {
-            EmbeddingOptimizer::Sgd => 0,
-            EmbeddingOptimizer::RowwiseAdagrad => cfg
+        let table_optimizer = match cfg.optimizers.tables {
+            TableOptimizer::Sgd => 0,
+            TableOptimizer::RowwiseAdagrad => cfg
                 .table_rows
                 .iter()
                 .try_fold(0u64, |acc, &r| acc.checked_add((r as u64).checked_mul(4)?))
@@ -201,9 +205,10 @@ impl MemoryEstimate {
         let mut top_sizes = vec![inter];
         top_sizes.extend(&cfg.top_mlp);
         let top = MlpConfig::new(top_sizes, batch);
+        let (bottom_layers, top_layers) = (bottom.layer_configs()?, top.layer_configs()?);
         let (bottom_mlp, bottom_rows) =
-            mlp_bytes(&bottom, elem).ok_or(overflow(Setting::BottomMlp))?;
-        let (top_mlp, top_rows) = mlp_bytes(&top, elem).ok_or(overflow(Setting::TopMlp))?;
+            mlp_bytes(&bottom_layers, elem).ok_or(overflow(Setting::BottomMlp))?;
+        let (top_mlp, top_rows) = mlp_bytes(&top_layers, elem).ok_or(overflow(Setting::TopMlp))?;
         // The model's row-major buffers: bottom output and its gradient (d), pooled
         // embeddings and their gradient (T d), logits and their gradient.
         let t = cfg.table_rows.len() as u64;
@@ -215,14 +220,14 @@ impl MemoryEstimate {
             .ok_or(overflow(Setting::EmbeddingDim))?;
         let b = batch as u64;
         let batch_bytes = (|| {
-            let rows = |mlp: &MlpConfig, per_row: u64| {
-                let bn = mlp.layer_configs().first().map_or(1, |l| l.blocking.bn) as u64;
+            let rows = |layers: &[LinearConfig], per_row: u64| {
+                let bn = layers.first().map_or(1, |l| l.blocking.bn) as u64;
                 b.div_ceil(bn)
                     .checked_mul(bn.next_multiple_of(2))?
                     .checked_mul(per_row)
             };
-            rows(&bottom, bottom_rows)?
-                .checked_add(rows(&top, top_rows)?)?
+            rows(&bottom_layers, bottom_rows)?
+                .checked_add(rows(&top_layers, top_rows)?)?
                 .checked_add(b.checked_mul(model_row)?)
         })()
         .ok_or(overflow(Setting::BatchSize))?;
@@ -286,8 +291,7 @@ impl MemoryEstimate {
 
 /// Parameter bytes of an MLP, and the bytes its activations, gradients and bf16 operand
 /// copies take per padded batch row; `None` on overflow.
-fn mlp_bytes(mlp: &MlpConfig, elem: u64) -> Option<(u64, u64)> {
-    let layers = mlp.layer_configs();
+fn mlp_bytes(layers: &[LinearConfig], elem: u64) -> Option<(u64, u64)> {
     let bf16 = elem == 2;
     let (mut params, mut per_row) = (0u64, 0u64);
     // Activations and their gradients: the input, then each layer's output.
@@ -295,7 +299,7 @@ fn mlp_bytes(mlp: &MlpConfig, elem: u64) -> Option<(u64, u64)> {
     if let Some(first) = layers.first() {
         widths.push((first.in_features, first.blocking.bc));
     }
-    for l in &layers {
+    for l in layers {
         widths.push((l.out_features, l.blocking.bk));
     }
     for (width, block) in widths {
@@ -304,7 +308,7 @@ fn mlp_bytes(mlp: &MlpConfig, elem: u64) -> Option<(u64, u64)> {
             .checked_mul(block as u64)?;
         per_row = per_row.checked_add(padded.checked_mul(2 * elem)?)?;
     }
-    for l in &layers {
+    for l in layers {
         let (p, r) = layer_bytes(l, bf16, elem)?;
         params = params.checked_add(p)?;
         per_row = per_row.checked_add(r)?;
@@ -502,6 +506,28 @@ pub fn check_against(
         value: setting.value(cfg),
         message,
     })
+}
+
+/// Bytes per sample of the batches a trainer keeps in flight beside the model: `in_flight`
+/// batches of, per sample, the dense features and the target (f32) and, per table,
+/// `lookups` indices and an offset (i64); `None` if that overflows. Pass it to
+/// [`check_against`] as `extra_per_sample`.
+///
+/// ```
+/// // 26 tables of one lookup, 13 dense features, 6 batches in flight.
+/// assert_eq!(dlrm_kernels::memory::batch_bytes_per_sample(26, 1, 13, 6), Some(6 * (26 * 16 + 14 * 4)));
+/// assert_eq!(dlrm_kernels::memory::batch_bytes_per_sample(1, usize::MAX, 13, 6), None);
+/// ```
+pub fn batch_bytes_per_sample(
+    tables: usize,
+    lookups: usize,
+    dense: usize,
+    in_flight: usize,
+) -> Option<u64> {
+    (tables as u64)
+        .checked_mul((lookups as u64).checked_add(1)?.checked_mul(8)?)?
+        .checked_add((dense as u64).checked_add(1)?.checked_mul(4)?)?
+        .checked_mul(in_flight as u64)
 }
 
 /// `what` if the product of `factors` does not fit a `usize`, else the product.

@@ -1,8 +1,17 @@
 //! A stack of [`Linear`] layers that keeps the blocked layout between layers, with
-//! row-major f32 at its edges.
+//! row-major (or strided) f32 at its edges.
+//!
+//! The backward pass comes in two forms. [`Mlp::backward`] applies the output activation's
+//! derivative itself and fuses each layer's update into its weight-gradient pass (no
+//! gradient buffers): what one process training alone wants. [`Mlp::backward_deferred`]
+//! keeps each layer's gradients, tells the caller the moment each layer's are ready (the
+//! last layer first, while the layers below are still to run), and leaves the update to
+//! [`Mlp::update`]: for a caller that must combine gradients first, such as data-parallel
+//! replicas summing theirs.
 //!
 //! ```
-//! use dlrm_kernels::mlp::{Mlp, MlpConfig};
+//! use dlrm_kernels::mlp::{InputGrad, Mlp, MlpConfig};
+//! use dlrm_kernels::optim::DenseUpdate;
 //!
 //! // 13 -> 64 -> 16 -> 1 (ReLU inside, sigmoid at the end), batch 8.
 //! let cfg = MlpConfig::new(vec![13, 64, 16, 1], 8);
@@ -13,7 +22,8 @@
 //! mlp.output_row_major(&mut out)?;
 //! assert!(out.iter().all(|&p| p > 0.0 && p < 1.0));
 //! // Gradient of the loss w.r.t. the output, then one fused backward + SGD step.
-//! mlp.backward_step(&vec![0.1f32; 8], false, 0.01)?;
+//! mlp.set_output_grad(&vec![0.1f32; 8])?;
+//! mlp.backward(InputGrad::Skip, DenseUpdate::Sgd { lr: 0.01 })?;
 //! # Ok::<(), dlrm_kernels::Error>(())
 //! ```
 
@@ -21,15 +31,56 @@ use crate::blocked::Blocked;
 use crate::error::{Error, Result};
 use crate::kernels::Element;
 use crate::linear::{
-    Activation, Blocking, Linear, LinearConfig, check_lr, default_block, input_block,
+    Activation, Blocking, Linear, LinearConfig, PreActGrad, active_tuning, default_block,
+    input_block,
 };
+use crate::optim::DenseUpdate;
+
+/// Whether a backward pass computes the gradient w.r.t. the MLP's input (the bottom MLP of
+/// DLRM has no use for it; the top MLP's feeds the interaction).
+///
+/// ```
+/// assert_ne!(dlrm_kernels::mlp::InputGrad::Compute, dlrm_kernels::mlp::InputGrad::Skip);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum InputGrad {
+    /// Compute it (see [`Mlp::input_grad`]).
+    Compute,
+    /// Do not.
+    Skip,
+}
+
+/// One layer's gradients, handed to the caller of [`Mlp::backward_deferred`] as soon as
+/// they are computed (see [`Linear::gradients_mut`] for their layout).
+///
+/// ```
+/// use dlrm_kernels::mlp::{InputGrad, Mlp, MlpConfig};
+/// let mut m = Mlp::<f32>::new(MlpConfig::new(vec![3, 2], 4), 0)?;
+/// m.forward(&[1.0; 12])?;
+/// m.set_output_grad(&[0.5; 8])?;
+/// m.backward_deferred(InputGrad::Skip, |g| {
+///     assert_eq!((g.layer, g.bias.len()), (0, 2));
+///     Ok(())
+/// })?;
+/// # Ok::<(), dlrm_kernels::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct LayerGrads<'a> {
+    /// The layer (0 is the first).
+    pub layer: usize,
+    /// The weight gradient, in the layer's blocked layout.
+    pub weights: &'a mut [f32],
+    /// The bias gradient.
+    pub bias: &'a mut [f32],
+}
 
 /// The shape of an [`Mlp`].
 ///
 /// ```
 /// use dlrm_kernels::mlp::MlpConfig;
 /// let cfg = MlpConfig::new(vec![512, 512, 64], 2048);
-/// assert_eq!(cfg.layer_configs().len(), 2);
+/// assert_eq!(cfg.layer_configs()?.len(), 2);
+/// # Ok::<(), dlrm_kernels::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct MlpConfig {
@@ -41,9 +92,11 @@ pub struct MlpConfig {
     pub output_activation: Activation,
     /// Rows per batch (the last batch of an epoch may have fewer; see [`Mlp::forward`]).
     pub batch: usize,
-    /// Override of the batch block `bn` (default: `min(batch, 64)`).
+    /// Override of the batch block `bn` (default: the batch up to the backend's block, see
+    /// [`default_block`]).
     pub batch_block: Option<usize>,
-    /// Override of the feature block size (default: `min(size, 64)` per layer).
+    /// Override of the feature block size (default: per layer, the size up to the backend's
+    /// block; the network's input whole up to the backend's limit, see [`input_block`]).
     pub feature_block: Option<usize>,
 }
 
@@ -76,24 +129,31 @@ impl MlpConfig {
         self
     }
 
-    fn feature_block(&self, dim: usize) -> usize {
-        match self.feature_block {
-            Some(b) => b.clamp(1, dim.max(1)),
-            None => default_block(dim),
-        }
-    }
-
-    /// The config of each layer.
+    /// The config of each layer, blocked for the active kernel backend
+    /// ([`crate::linear::active_tuning`]) unless the blocks are given.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`crate::linear::active_tuning`] (a bad `DLRM_ISA`).
     ///
     /// ```
     /// let c = dlrm_kernels::mlp::MlpConfig::new(vec![13, 512, 1], 100);
-    /// let l = c.layer_configs();
+    /// let l = c.layer_configs()?;
     /// assert_eq!((l[0].blocking.bc, l[0].blocking.bk, l[1].blocking.bk), (13, 64, 1));
+    /// # Ok::<(), dlrm_kernels::Error>(())
     /// ```
-    pub fn layer_configs(&self) -> Vec<LinearConfig> {
-        let bn = self.batch_block.unwrap_or(default_block(self.batch));
+    pub fn layer_configs(&self) -> Result<Vec<LinearConfig>> {
+        let tuning = active_tuning()?;
+        let feature_block = |dim: usize| match self.feature_block {
+            Some(b) => b.clamp(1, dim.max(1)),
+            None => default_block(dim, &tuning),
+        };
+        let bn = self
+            .batch_block
+            .unwrap_or(default_block(self.batch, &tuning));
         let last = self.sizes.len().saturating_sub(2);
-        self.sizes
+        Ok(self
+            .sizes
             .windows(2)
             .enumerate()
             .map(|(l, w)| {
@@ -105,27 +165,31 @@ impl MlpConfig {
                 // Layer l's input blocks are layer l - 1's output blocks; only the network's
                 // input may use a wider block.
                 let bc = match (l, self.feature_block) {
-                    (0, None) => input_block(w[0]),
-                    _ => self.feature_block(w[0]),
+                    (0, None) => input_block(w[0], &tuning),
+                    _ => feature_block(w[0]),
                 };
                 let blocking = Blocking {
                     bn,
                     bc,
-                    bk: self.feature_block(w[1]),
+                    bk: feature_block(w[1]),
                 };
                 LinearConfig::new(w[0], w[1], act, blocking)
             })
-            .collect()
+            .collect())
     }
 
-    /// FLOP of one forward + backward + weight-gradient pass over `batch` rows.
+    /// FLOP of one forward + backward + weight-gradient pass over `batch` rows
+    /// (`3 * 2 * batch * sum of in x out`).
     ///
     /// ```
     /// let c = dlrm_kernels::mlp::MlpConfig::new(vec![2, 3, 4], 1);
     /// assert_eq!(c.flops(10), 3 * 2 * 10 * (2 * 3 + 3 * 4));
     /// ```
     pub fn flops(&self, batch: usize) -> u64 {
-        self.layer_configs().iter().map(|l| l.flops(batch)).sum()
+        self.sizes
+            .windows(2)
+            .map(|w| 3 * 2 * batch as u64 * w[0] as u64 * w[1] as u64)
+            .sum()
     }
 }
 
@@ -146,7 +210,8 @@ impl<T: Element> Mlp<T> {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] for fewer than two sizes, a zero size or a zero batch.
+    /// [`Error::Config`] for fewer than two sizes, a zero size or a zero batch; kernel errors
+    /// (a bad `DLRM_ISA`).
     ///
     /// ```
     /// use dlrm_kernels::mlp::{Mlp, MlpConfig};
@@ -169,7 +234,7 @@ impl<T: Element> Mlp<T> {
             )));
         }
         let layers = cfg
-            .layer_configs()
+            .layer_configs()?
             .into_iter()
             .enumerate()
             .map(|(l, lc)| Linear::new(lc, seed.wrapping_add(l as u64)))
@@ -340,7 +405,8 @@ impl<T: Element> Mlp<T> {
         self.output().to_row_major(out)
     }
 
-    /// The gradient w.r.t. the input from the last backward pass that asked for it.
+    /// The gradient w.r.t. the input from the last backward pass that asked for it
+    /// ([`InputGrad::Compute`]).
     ///
     /// ```
     /// use dlrm_kernels::mlp::{Mlp, MlpConfig};
@@ -352,108 +418,8 @@ impl<T: Element> Mlp<T> {
         &self.grads[0]
     }
 
-    /// Backward pass from the row-major gradient of the loss w.r.t. the output; stores each
-    /// layer's weight and bias gradients for [`Mlp::step`], and the input gradient if
-    /// `input_grad` is true.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Shape`] if `d_output` is not `batch x sizes.last()` (nothing is changed).
-    ///
-    /// ```
-    /// use dlrm_kernels::mlp::{Mlp, MlpConfig};
-    /// let mut m = Mlp::<f32>::new(MlpConfig::new(vec![3, 2], 4), 0)?;
-    /// m.forward(&[1.0; 12])?;
-    /// m.backward(&[0.5; 8], true)?;
-    /// m.step(0.1)?;
-    /// # Ok::<(), dlrm_kernels::Error>(())
-    /// ```
-    pub fn backward(&mut self, d_output: &[f32], input_grad: bool) -> Result<()> {
-        self.backward_impl(d_output, input_grad, None)
-    }
-
-    /// SGD on every layer with the gradients of the last [`Mlp::backward`].
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Config`] if no backward pass has run, or if `lr` is NaN or infinite (nothing is
-    /// changed).
-    ///
-    /// ```
-    /// use dlrm_kernels::mlp::{Mlp, MlpConfig};
-    /// let mut m = Mlp::<f32>::new(MlpConfig::new(vec![3, 2], 4), 0)?;
-    /// assert!(m.step(0.1).is_err());
-    /// # Ok::<(), dlrm_kernels::Error>(())
-    /// ```
-    pub fn step(&mut self, lr: f32) -> Result<()> {
-        check_lr(lr)?;
-        self.layers.iter_mut().try_for_each(|l| l.update(lr))
-    }
-
-    /// Backward pass with SGD fused into each layer's weight-gradient pass (no gradient
-    /// buffers); the same result as [`Mlp::backward`] then [`Mlp::step`].
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Shape`] if `d_output` is not `batch x sizes.last()`, [`Error::Config`] if `lr`
-    /// is NaN or infinite (nothing is changed).
-    ///
-    /// ```
-    /// use dlrm_kernels::mlp::{Mlp, MlpConfig};
-    /// let mut m = Mlp::<half::bf16>::new(MlpConfig::new(vec![3, 2], 4), 0)?;
-    /// m.forward(&[1.0; 12])?;
-    /// m.backward_step(&[0.5; 8], false, 0.1)?;
-    /// # Ok::<(), dlrm_kernels::Error>(())
-    /// ```
-    pub fn backward_step(&mut self, d_output: &[f32], input_grad: bool, lr: f32) -> Result<()> {
-        self.backward_impl(d_output, input_grad, Some(lr))
-    }
-
-    /// Backward from the blocked output gradient already in place (see
-    /// [`Mlp::output_grad_mut`]); `lr` fuses SGD in.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Config`] if `lr` is NaN or infinite (nothing is changed); kernel errors.
-    ///
-    /// ```
-    /// use dlrm_kernels::mlp::{Mlp, MlpConfig};
-    /// let mut m = Mlp::<f32>::new(MlpConfig::new(vec![1, 1], 1), 0)?;
-    /// m.forward(&[1.0])?;
-    /// m.output_grad_mut().copy_from_row_major(&[1.0])?;
-    /// m.backward_from_output_grad(false, Some(0.1))?;
-    /// # Ok::<(), dlrm_kernels::Error>(())
-    /// ```
-    pub fn backward_from_output_grad(&mut self, input_grad: bool, lr: Option<f32>) -> Result<()> {
-        if let Some(lr) = lr {
-            check_lr(lr)?;
-        }
-        let last = self.layers.len() - 1;
-        for l in (0..self.layers.len()).rev() {
-            let act_below = (l > 0).then(|| self.layers[l - 1].config().activation);
-            let layer = &mut self.layers[l];
-            let (below, above) = self.grads.split_at_mut(l + 1);
-            let dy = &mut above[0];
-            // The output layer's gradient arrives after its activation; every other layer's
-            // had the derivative applied by the backward-data of the layer above.
-            if l == last {
-                layer.activation_backward(&self.acts[l + 1], dy)?;
-            }
-            match act_below {
-                Some(act) => layer.backward_data_through(dy, &self.acts[l], act, &mut below[l])?,
-                None if input_grad => layer.backward_data(dy, &mut below[l])?,
-                None => {}
-            }
-            match lr {
-                Some(lr) => layer.backward_weights_update(&self.acts[l], dy, lr)?,
-                None => layer.backward_weights(&self.acts[l], dy)?,
-            }
-        }
-        Ok(())
-    }
-
-    /// The blocked gradient w.r.t. the output, to be filled before
-    /// [`Mlp::backward_from_output_grad`].
+    /// The blocked gradient w.r.t. the output (after the output activation), to be filled
+    /// before a backward pass (or see [`Mlp::set_output_grad`]).
     ///
     /// ```
     /// use dlrm_kernels::mlp::{Mlp, MlpConfig};
@@ -465,11 +431,153 @@ impl<T: Element> Mlp<T> {
         self.grads.last_mut().expect("at least one layer")
     }
 
-    fn backward_impl(&mut self, d_output: &[f32], input_grad: bool, lr: Option<f32>) -> Result<()> {
-        if let Some(lr) = lr {
-            check_lr(lr)?;
+    /// Set the gradient w.r.t. the output (after the output activation) from row-major f32,
+    /// `batch x sizes.last()`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Shape`] if `d_output` has another length (nothing is changed).
+    ///
+    /// ```
+    /// use dlrm_kernels::mlp::{Mlp, MlpConfig};
+    /// let mut m = Mlp::<f32>::new(MlpConfig::new(vec![3, 2], 4), 0)?;
+    /// m.forward(&[1.0; 12])?;
+    /// assert!(m.set_output_grad(&[0.5; 7]).is_err());
+    /// m.set_output_grad(&[0.5; 8])?;
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
+    pub fn set_output_grad(&mut self, d_output: &[f32]) -> Result<()> {
+        self.output_grad_mut().copy_from_row_major(d_output)
+    }
+
+    /// The backward pass from the output gradient in place (see [`Mlp::output_grad_mut`]):
+    /// the output activation's derivative is applied here, every layer's `update` is fused
+    /// into its weight-gradient pass (no gradient buffers), and the input gradient is
+    /// computed if asked for. The same result, bit for bit, as [`Mlp::backward_deferred`]
+    /// then [`Mlp::update`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for an update that cannot be applied (a NaN or infinite learning
+    /// rate; nothing is changed); kernel errors.
+    ///
+    /// ```
+    /// use dlrm_kernels::mlp::{InputGrad, Mlp, MlpConfig};
+    /// use dlrm_kernels::optim::DenseUpdate;
+    /// let mut m = Mlp::<half::bf16>::new(MlpConfig::new(vec![3, 2], 4), 0)?;
+    /// m.forward(&[1.0; 12])?;
+    /// m.set_output_grad(&[0.5; 8])?;
+    /// assert!(m.backward(InputGrad::Skip, DenseUpdate::Sgd { lr: f32::NAN }).is_err());
+    /// m.backward(InputGrad::Compute, DenseUpdate::Sgd { lr: 0.1 })?;
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
+    pub fn backward(&mut self, input_grad: InputGrad, update: DenseUpdate) -> Result<()> {
+        update.validate()?;
+        self.backward_layers(input_grad, |layer, x, dy| {
+            layer.backward_weights_update(x, dy, update)
+        })
+    }
+
+    /// The backward pass from the output gradient in place, keeping each layer's gradients
+    /// for [`Mlp::update`] instead of applying them: `ready` receives each layer's
+    /// gradients as soon as they are computed, the last layer first, before the layers
+    /// below run (so a caller can start combining them while the rest of the pass runs).
+    /// The output activation's derivative is applied here, as in [`Mlp::backward`].
+    ///
+    /// # Errors
+    ///
+    /// Whatever `ready` returns (the pass stops there); kernel errors.
+    ///
+    /// ```
+    /// use dlrm_kernels::mlp::{InputGrad, Mlp, MlpConfig};
+    /// use dlrm_kernels::optim::DenseUpdate;
+    /// let mut m = Mlp::<f32>::new(MlpConfig::new(vec![3, 4, 2], 4), 0)?;
+    /// m.forward(&[1.0; 12])?;
+    /// m.set_output_grad(&[0.5; 8])?;
+    /// let mut order = Vec::new();
+    /// m.backward_deferred(InputGrad::Skip, |g| {
+    ///     order.push(g.layer);
+    ///     g.bias.iter_mut().for_each(|x| *x *= 0.5); // e.g. averaged with another replica
+    ///     Ok(())
+    /// })?;
+    /// assert_eq!(order, [1, 0]);
+    /// m.update(DenseUpdate::Sgd { lr: 0.1 })?;
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
+    pub fn backward_deferred(
+        &mut self,
+        input_grad: InputGrad,
+        mut ready: impl FnMut(LayerGrads<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let mut l = self.layers.len();
+        self.backward_layers(input_grad, |layer, x, dy| {
+            layer.backward_weights(x, dy)?;
+            l -= 1;
+            let (weights, bias) = layer.gradients_mut().expect("just computed");
+            ready(LayerGrads {
+                layer: l,
+                weights,
+                bias,
+            })
+        })
+    }
+
+    /// Apply `update` to every layer with the gradients of the last
+    /// [`Mlp::backward_deferred`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] if no deferred backward pass has run, or for an update that cannot
+    /// be applied (nothing is changed then).
+    ///
+    /// ```
+    /// use dlrm_kernels::mlp::{Mlp, MlpConfig};
+    /// use dlrm_kernels::optim::DenseUpdate;
+    /// let mut m = Mlp::<f32>::new(MlpConfig::new(vec![3, 2], 4), 0)?;
+    /// assert!(m.update(DenseUpdate::Sgd { lr: 0.1 }).is_err());
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
+    pub fn update(&mut self, update: DenseUpdate) -> Result<()> {
+        update.validate()?;
+        if self.layers.iter_mut().any(|l| l.gradients_mut().is_none()) {
+            return Err(Error::Config(
+                "update called before backward_deferred computed the gradients".into(),
+            ));
         }
-        self.output_grad_mut().copy_from_row_major(d_output)?;
-        self.backward_from_output_grad(input_grad, lr)
+        self.layers.iter_mut().try_for_each(|l| l.update(update))
+    }
+
+    /// The backward pass, layer by layer from the last: the output layer's activation
+    /// derivative, then for each layer its backward-data (through the activation of the
+    /// layer below) and `weights(layer, x, dy')`.
+    fn backward_layers(
+        &mut self,
+        input_grad: InputGrad,
+        mut weights: impl FnMut(&mut Linear<T>, &Blocked<T>, &PreActGrad<'_, T>) -> Result<()>,
+    ) -> Result<()> {
+        let last = self.layers.len() - 1;
+        for l in (0..self.layers.len()).rev() {
+            let act_below = (l > 0).then(|| self.layers[l - 1].config().activation);
+            let layer = &mut self.layers[l];
+            let (below, above) = self.grads.split_at_mut(l + 1);
+            // The output layer's gradient arrives after its activation; every other layer's
+            // had the derivative applied by the backward-data of the layer above.
+            let dy = if l == last {
+                layer.activation_backward(&self.acts[l + 1], &mut above[0])?
+            } else {
+                PreActGrad::assume(&above[0])
+            };
+            match act_below {
+                Some(act) => {
+                    layer.backward_data_through(&dy, &self.acts[l], act, &mut below[l])?;
+                }
+                None if input_grad == InputGrad::Compute => {
+                    layer.backward_data(&dy, &mut below[l])?;
+                }
+                None => {}
+            }
+            weights(layer, &self.acts[l], &dy)?;
+        }
+        Ok(())
     }
 }

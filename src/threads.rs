@@ -3,10 +3,8 @@
 //! Every parallel pass runs on the current rayon pool, and gives the same bits whatever its
 //! size. [`pool`] builds one of a given size and can pin its workers to CPUs, one each, so a
 //! worker keeps its L1 and L2 (the GEMM operand panels, the prefetched embedding rows) for
-//! the whole run instead of leaving them behind when the scheduler moves it. On the
-//! development machine that made a plain loop of bf16 `small` steps about 2% faster, and
-//! made no difference beyond the noise to fp32 or to the criterion step benchmark (see
-//! BENCHMARKS.md). The trainer pins with `--pin-threads true`.
+//! the whole run instead of leaving them behind when the scheduler moves it (what that
+//! gained where it was measured: BENCHMARKS.md). The trainer pins with `--pin-threads true`.
 //!
 //! Pin only on a machine given to one run: two pools pinned to the same CPUs halve each
 //! other. Threads a pinned worker starts inherit its CPU, and

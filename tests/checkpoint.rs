@@ -5,8 +5,10 @@ use std::path::{Path, PathBuf};
 
 use dlrm_kernels::Error;
 use dlrm_kernels::checkpoint;
-use dlrm_kernels::model::{Dlrm, DlrmConfig, EmbeddingOptimizer, MiniBatch, Precision};
+use dlrm_kernels::data::MiniBatch;
+use dlrm_kernels::model::{Dlrm, DlrmConfig, Precision};
 use dlrm_kernels::optim::LrPolicy;
+use dlrm_kernels::optim::TableOptimizer;
 use dlrm_kernels::rng::Rng;
 
 fn tmp(name: &str) -> PathBuf {
@@ -16,7 +18,7 @@ fn tmp(name: &str) -> PathBuf {
     ))
 }
 
-fn cfg(precision: Precision, opt: EmbeddingOptimizer) -> DlrmConfig {
+fn cfg(precision: Precision, opt: TableOptimizer) -> DlrmConfig {
     DlrmConfig {
         bottom_mlp: vec![3, 8, 4],
         top_mlp: vec![8, 1],
@@ -24,7 +26,10 @@ fn cfg(precision: Precision, opt: EmbeddingOptimizer) -> DlrmConfig {
         embedding_dim: 4,
         precision,
         batch_size: 16,
-        embedding_optimizer: opt,
+        optimizers: dlrm_kernels::optim::Optimizers {
+            tables: opt,
+            ..Default::default()
+        },
         lr: LrPolicy {
             base_lr: 0.1,
             warmup_steps: 3,
@@ -74,7 +79,7 @@ fn state_bits(m: &Dlrm) -> Vec<u32> {
 #[test]
 fn round_trip_is_bit_exact_and_resuming_equals_training_straight_through() {
     for precision in [Precision::F32, Precision::Bf16] {
-        for opt in [EmbeddingOptimizer::Sgd, EmbeddingOptimizer::RowwiseAdagrad] {
+        for opt in [TableOptimizer::Sgd, TableOptimizer::RowwiseAdagrad] {
             let c = cfg(precision, opt);
             let data: Vec<MiniBatch> = {
                 let mut rng = Rng::new(7);
@@ -105,12 +110,14 @@ fn round_trip_is_bit_exact_and_resuming_equals_training_straight_through() {
                 state_bits(&straight),
                 "{precision:?} {opt:?}"
             );
-            // No temporary file is left behind.
+            // No temporary file of this checkpoint is left behind (other tests of this binary
+            // write their own checkpoints meanwhile: only this one's name counts).
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
             let dir: Vec<_> = std::fs::read_dir(std::env::temp_dir())
                 .unwrap()
                 .filter_map(|e| e.ok())
                 .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
-                .filter(|e| e.file_name().to_string_lossy().contains("dlrm-ckpt"))
+                .filter(|e| e.file_name().to_string_lossy().contains(name.as_str()))
                 .collect();
             assert!(dir.is_empty());
             std::fs::remove_file(&path).unwrap();
@@ -120,7 +127,7 @@ fn round_trip_is_bit_exact_and_resuming_equals_training_straight_through() {
 
 #[test]
 fn a_bf16_model_loads_an_f32_checkpoint_exactly() {
-    let c = cfg(Precision::F32, EmbeddingOptimizer::Sgd);
+    let c = cfg(Precision::F32, TableOptimizer::Sgd);
     let m = Dlrm::new(c.clone(), 3).unwrap();
     let path = tmp("cross");
     checkpoint::save(&m, &path).unwrap();
@@ -174,7 +181,7 @@ fn write_raw(path: &Path, like: &Path, drop: &str, reshape: Option<(&str, Vec<us
 
 #[test]
 fn mismatched_and_broken_checkpoints_are_refused_and_change_nothing() {
-    let c = cfg(Precision::F32, EmbeddingOptimizer::Sgd);
+    let c = cfg(Precision::F32, TableOptimizer::Sgd);
     let saved = Dlrm::new(c.clone(), 1).unwrap();
     let good = tmp("good");
     checkpoint::save(&saved, &good).unwrap();
@@ -302,7 +309,7 @@ fn with_metadata(path: &Path, like: &Path, key: &str, value: &str) {
 /// allocation failure that aborts the process, nor a model built from wrapped sizes).
 #[test]
 fn absurd_sizes_in_a_checkpoint_are_errors_naming_the_entry() {
-    let c = cfg(Precision::F32, EmbeddingOptimizer::Sgd);
+    let c = cfg(Precision::F32, TableOptimizer::Sgd);
     let good = tmp("sizes-good");
     checkpoint::save(&Dlrm::new(c, 1).unwrap(), &good).unwrap();
     let many_huge_tables = vec!["4294967295"; 64].join("-");
@@ -346,7 +353,7 @@ fn header_json(path: &Path) -> String {
 fn the_same_model_gives_the_same_bytes_with_the_users_file_mode() {
     let dir = std::env::temp_dir().join(format!("dlrm-ckpt-{}-bytes", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let model = Dlrm::new(cfg(Precision::Bf16, EmbeddingOptimizer::RowwiseAdagrad), 4).unwrap();
+    let model = Dlrm::new(cfg(Precision::Bf16, TableOptimizer::RowwiseAdagrad), 4).unwrap();
     let (a, b) = (dir.join("a.safetensors"), dir.join("b.safetensors"));
     checkpoint::save(&model, &a).unwrap();
     checkpoint::save(&model, &b).unwrap();

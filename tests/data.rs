@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 use dlrm_kernels::Error;
 use dlrm_kernels::data::binary::{self, BinaryReader};
 use dlrm_kernels::data::criteo::{
-    Dataset, FilePart, OnMalformed, RawReader, Split, count_lines, dense_transform, split_parts,
+    Dataset, FilePart, OnMalformed, RawReader, count_lines, dense_transform, split_parts,
 };
 use dlrm_kernels::data::prefetch::Prefetcher;
 use dlrm_kernels::data::random::{RandomData, RandomDataConfig};
 use dlrm_kernels::data::synthetic::{SyntheticConfig, SyntheticData};
-use dlrm_kernels::model::MiniBatch;
+use dlrm_kernels::data::{MiniBatch, Split};
 use dlrm_kernels::rng::Rng;
 
 fn tmp(name: &str) -> PathBuf {
@@ -420,4 +420,92 @@ fn an_empty_label_reads_as_zero() {
         parse_line(b"", &mut r).unwrap_err(),
         "1 fields, expected 40"
     );
+}
+
+/// A Kaggle-format file through the Criteo source: converted once to the binary files,
+/// read back from them (the raw file is not needed again), the training batches capped and
+/// shuffled per epoch as whole batches.
+#[test]
+fn criteo_source_converts_once_and_serves_batches_in_any_order() {
+    use dlrm_kernels::data::binary::BinaryData;
+    use dlrm_kernels::data::criteo::{CriteoData, CriteoFiles, CriteoOptions};
+    use dlrm_kernels::data::{BatchSource, Part};
+    let raw = tmp("criteo-source.txt");
+    write_raw(&raw, 700, 3); // 600 training lines, 50 test, 50 validation
+    let files = CriteoFiles {
+        raw: Some(raw.clone()),
+        ..CriteoFiles::default()
+    };
+    let options = CriteoOptions {
+        batch_size: 64,
+        test_batch_size: 32,
+        max_ind_range: 1000,
+        ..CriteoOptions::default()
+    };
+    let mut lines = Vec::new();
+    let data = CriteoData::open(&files, options, &mut |l| lines.push(l)).unwrap();
+    assert!(lines[0].starts_with("converting "), "{lines:?}");
+    assert_eq!(
+        (data.batches(Split::Train), data.batches(Split::Test)),
+        (10, 2)
+    );
+    assert_eq!(
+        (data.dense_features(), data.table_rows()),
+        (13, vec![1000; 26])
+    );
+    // Made once: a second open converts nothing and serves the same batches.
+    let mut again = Vec::new();
+    let reopened = CriteoData::open(&files, options, &mut |l| again.push(l)).unwrap();
+    assert!(again.is_empty(), "{again:?}");
+    assert_eq!(
+        reopened.batch(Split::Train, 0, 3).unwrap(),
+        data.batch(Split::Train, 0, 3).unwrap()
+    );
+    // Shuffled: every batch once per epoch, in an order of its own per epoch.
+    let shuffled = reopened.map_binary(|b| b.with_train_batches(Some(9)).shuffled(11));
+    assert_eq!(shuffled.batches(Split::Train), 9);
+    let firsts = |epoch| -> Vec<f32> {
+        (0..9)
+            .map(|i| shuffled.batch(Split::Train, epoch, i).unwrap().dense[0])
+            .collect()
+    };
+    let (e0, e1) = (firsts(0), firsts(1));
+    assert_ne!(e0, e1);
+    assert_eq!(e0, firsts(0), "the same order for the same epoch");
+    assert!(shuffled.batch(Split::Train, 0, 9).is_err(), "past the cap");
+    // A part of a batch is that batch's samples.
+    let whole = data.batch(Split::Test, 0, 1).unwrap();
+    let part = data
+        .part(Split::Test, 0, 1, Part { index: 1, count: 3 })
+        .unwrap();
+    assert_eq!(part.len(), 6); // 18 test samples left in the last batch: 6, 6, 6
+    assert_eq!(part.targets, whole.targets[6..12]);
+    assert_eq!(part.indices[0], whole.indices[0][6..12]);
+    assert_eq!(part.offsets[0], (0..6).collect::<Vec<i64>>());
+    for split in [Split::Train, Split::Test] {
+        std::fs::remove_file(BinaryData::file(&files.prefix().unwrap(), split)).ok();
+    }
+    std::fs::remove_file(raw).ok();
+}
+
+#[test]
+fn a_batch_part_keeps_each_tables_bags_of_its_samples() {
+    let b = MiniBatch {
+        dense: (0..8).map(|x| x as f32).collect(), // 4 samples of 2
+        indices: vec![vec![1, 2, 3, 4, 5], vec![9, 8, 7, 6]],
+        offsets: vec![vec![0, 2, 2, 4], vec![0, 1, 2, 3]],
+        targets: vec![0.0, 1.0, 0.0, 1.0],
+    };
+    let p = b.samples(1..3).unwrap();
+    assert_eq!(p.dense, [2.0, 3.0, 4.0, 5.0]);
+    assert_eq!(p.indices, [vec![3, 4], vec![8, 7]]);
+    assert_eq!(p.offsets, [vec![0, 0], vec![0, 1]]);
+    assert_eq!(b.samples(0..4).unwrap(), b);
+    assert!(b.samples(2..5).is_err());
+    let mut bad = b.clone();
+    bad.offsets[1][2] = 9;
+    assert!(matches!(
+        bad.samples(2..4),
+        Err(Error::Offsets { table: 1, .. })
+    ));
 }

@@ -6,9 +6,10 @@
 //! leaving the tables (and the output) bit-identical.
 
 use dlrm_kernels::embedding::{
-    BagIndex, Bags, EmbeddingBagConfig, EmbeddingBags, EmbeddingTable, OffsetsKind, Optimizer,
-    PooledLayout, Pooling, TableConfig, TableType,
+    BagIndex, Bags, EmbeddingBagConfig, EmbeddingBags, EmbeddingTable, OffsetsKind, PooledLayout,
+    Pooling, TableConfig, TableType,
 };
+use dlrm_kernels::optim::TableUpdate;
 use dlrm_kernels::{Error, Isa, bf16};
 use proptest::prelude::*;
 
@@ -322,7 +323,7 @@ proptest! {
         for isa in isas() {
             let emb = p.embedding(isa);
             let mut out = vec![f32::NAN; want.len()];
-            emb.forward(&p.i64_bags(), &mut out).unwrap();
+            emb.forward(&emb.check(&p.i64_bags()).unwrap(), &mut out).unwrap();
             for (i, (&got, w)) in out.iter().zip(&want).enumerate() {
                 match w {
                     None => prop_assert!(got.is_nan(), "{}: column {} of the layout written", isa, i),
@@ -342,11 +343,11 @@ proptest! {
             }).collect();
             let bags32: Vec<Bags<'_, i32>> = p.batches.iter().zip(&idx32).map(|(b, (i, o))| b.bags(i, o)).collect();
             let mut out32 = vec![f32::NAN; want.len()];
-            emb.forward(&bags32, &mut out32).unwrap();
+            emb.forward(&emb.check(&bags32).unwrap(), &mut out32).unwrap();
             prop_assert_eq!(f32_bits(&out32), f32_bits(&out));
             // bf16 output: the f32 output rounded to nearest even.
             let mut out16 = vec![bf16::from_f32(f32::NAN); want.len()];
-            emb.forward(&p.i64_bags(), &mut out16).unwrap();
+            emb.forward(&emb.check(&p.i64_bags()).unwrap(), &mut out16).unwrap();
             for (x, y) in out16.iter().zip(&out) {
                 if !y.is_nan() {
                     prop_assert_eq!(x.to_bits(), bf16::from_f32(*y).to_bits());
@@ -366,7 +367,7 @@ proptest! {
         let want = p.ref_forward(&read);
         let emb = p.embedding(Isa::best());
         let mut out = vec![f32::NAN; want.len()];
-        emb.forward(&p.i64_bags(), &mut out).unwrap();
+        emb.forward(&emb.check(&p.i64_bags()).unwrap(), &mut out).unwrap();
         for (got, w) in out.iter().zip(&want) {
             if let Some((v, a)) = w {
                 let tol = (2f64.powi(-7) + 12.0 * EPS32) * a + 1e-30;
@@ -380,14 +381,14 @@ proptest! {
         let p = Problem::new(seed, 40, 12, 9);
         let lr = 0.05f32;
         let eps = 1e-3f32;
-        let opt = if adagrad { Optimizer::RowwiseAdagrad { lr, eps } } else { Optimizer::Sgd { lr } };
+        let opt = if adagrad { TableUpdate::RowwiseAdagrad { lr, eps } } else { TableUpdate::Sgd { lr } };
         let dense = p.ref_dense_grad();
         let mut first: Option<Vec<Vec<u32>>> = None;
         for isa in isas() {
             let mut emb = p.embedding(isa);
             // Two steps, so Adagrad's accumulator is exercised with a non-zero start.
-            emb.backward_update(&p.i64_bags(), &p.grad, opt).unwrap();
-            emb.backward_update(&p.i64_bags(), &p.grad, opt).unwrap();
+            emb.backward_update(&emb.check(&p.i64_bags()).unwrap(), &p.grad, opt).unwrap();
+            emb.backward_update(&emb.check(&p.i64_bags()).unwrap(), &p.grad, opt).unwrap();
             for (t, table) in emb.tables().iter().enumerate() {
                 let (g, a, n) = &dense[t];
                 let dim = table.dim();
@@ -453,7 +454,7 @@ proptest! {
     #[test]
     fn split_sgd_is_bit_identical_to_fp32(seed in any::<u64>(), adagrad in any::<bool>()) {
         let p = Problem::new(seed, 40, 12, 9);
-        let opt = if adagrad { Optimizer::rowwise_adagrad(0.1) } else { Optimizer::Sgd { lr: 0.1 } };
+        let opt = if adagrad { TableUpdate::rowwise_adagrad(0.1) } else { TableUpdate::Sgd { lr: 0.1 } };
         let mut f32_twin = p.clone();
         let mut split_twin = p.clone();
         for c in &mut f32_twin.configs {
@@ -466,8 +467,8 @@ proptest! {
             let mut a = f32_twin.embedding(isa);
             let mut b = split_twin.embedding(isa);
             for _ in 0..3 {
-                a.backward_update(&p.i64_bags(), &p.grad, opt).unwrap();
-                b.backward_update(&p.i64_bags(), &p.grad, opt).unwrap();
+                a.backward_update(&a.check(&p.i64_bags()).unwrap(), &p.grad, opt).unwrap();
+                b.backward_update(&b.check(&p.i64_bags()).unwrap(), &p.grad, opt).unwrap();
             }
             prop_assert_eq!(table_bits(&a), table_bits(&b), "{}", isa);
         }
@@ -511,14 +512,15 @@ fn same_bits_for_1_2_and_3_threads() {
                 let mut outs = Vec::new();
                 for step in 0..3 {
                     let mut out = vec![0f32; batch * row_len];
-                    emb.forward(&bags, &mut out).unwrap();
+                    emb.forward(&emb.check(&bags).unwrap(), &mut out).unwrap();
                     outs.push(f32_bits(&out));
                     let opt = if step == 1 {
-                        Optimizer::Sgd { lr: 0.1 }
+                        TableUpdate::Sgd { lr: 0.1 }
                     } else {
-                        Optimizer::rowwise_adagrad(0.1)
+                        TableUpdate::rowwise_adagrad(0.1)
                     };
-                    emb.backward_update(&bags, &grad, opt).unwrap();
+                    emb.backward_update(&emb.check(&bags).unwrap(), &grad, opt)
+                        .unwrap();
                 }
                 (init, outs, table_bits(&emb))
             }));
@@ -586,25 +588,15 @@ impl ErrorCase {
         }
     }
 
-    /// Run forward and update with table 1's bags; both must fail with the same error and
-    /// change nothing.
+    /// Check table 1's bags (beside table 0's good ones): the check, the one place the
+    /// forward and the update take their bags from, must fail and change nothing.
     fn fails(&mut self, bags1: Bags<'_, i64>) -> Error {
         let before = table_bits(&self.emb);
         let bags = [Bags::new(&self.idx0, &self.off0), bags1];
-        let row_len = self.emb.pooled_row_len();
-        let batch = self.off0.len();
-        let mut out = vec![f32::NAN; batch * row_len];
-        let e1 = self.emb.forward(&bags, &mut out).unwrap_err();
-        assert!(
-            out.iter().all(|x| x.is_nan()),
-            "forward wrote on error: {e1}"
-        );
-        let grad = vec![1.0f32; batch * row_len];
-        let e2 = self
-            .emb
-            .backward_update(&bags, &grad, Optimizer::rowwise_adagrad(1.0))
-            .unwrap_err();
-        assert_eq!(e1, e2);
+        let e1 = self.emb.check(&bags).unwrap_err();
+        // The same error whichever order the tables are checked in: table 0's bags are good.
+        let again = self.emb.check(&bags).unwrap_err();
+        assert_eq!(e1, again);
         assert_eq!(
             table_bits(&self.emb),
             before,
@@ -683,39 +675,63 @@ fn every_error_names_its_place_and_changes_nothing() {
     };
     let mut emb = EmbeddingBags::new(tables, config).unwrap();
     let bags = [Bags::new(&[1i32], &[0]).weighted(&[2.0])];
+    assert!(matches!(emb.check(&bags), Err(Error::Config(_))));
+    // Checked by tables of another size or pooling: refused by these, writing nothing.
+    let other = EmbeddingBags::new(
+        vec![EmbeddingTable::zeros(TableConfig::f32(5, 2)).unwrap()],
+        EmbeddingBagConfig::default(),
+    )
+    .unwrap();
     let mut out = [f32::NAN; 2];
-    assert!(matches!(
-        emb.forward(&bags, &mut out),
-        Err(Error::Config(_))
-    ));
+    for foreign in [
+        other.check(&bags).unwrap(),
+        other.check(&[Bags::new(&[1i32], &[0])]).unwrap(),
+    ] {
+        assert!(matches!(
+            emb.forward(&foreign, &mut out),
+            Err(Error::Config(_))
+        ));
+        let sgd = TableUpdate::Sgd { lr: 1.0 };
+        assert!(matches!(
+            emb.backward_update(&foreign, &[1.0; 2], sgd),
+            Err(Error::Config(_))
+        ));
+    }
     assert!(out.iter().all(|x| x.is_nan()));
 
     // Output, gradient, bag-list and optimizer shapes.
     let bags = [Bags::new(&[1i32], &[0])];
     let mut short = [f32::NAN; 1];
     assert_eq!(
-        emb.forward(&bags, &mut short).unwrap_err().to_string(),
+        emb.forward(&emb.check(&bags).unwrap(), &mut short)
+            .unwrap_err()
+            .to_string(),
         "pooled output ([B][row_len]): expected 2, got 1"
     );
     assert!(short[0].is_nan());
     let before = table_bits(&emb);
     assert!(matches!(
-        emb.backward_update(&bags, &[1.0; 3], Optimizer::Sgd { lr: 1.0 }),
+        emb.backward_update(
+            &emb.check(&bags).unwrap(),
+            &[1.0; 3],
+            TableUpdate::Sgd { lr: 1.0 }
+        ),
         Err(Error::Shape { .. })
     ));
+    assert!(matches!(emb.check::<i32>(&[]), Err(Error::Shape { .. })));
     assert!(matches!(
-        emb.backward_update::<i32>(&[], &[], Optimizer::Sgd { lr: 1.0 }),
-        Err(Error::Shape { .. })
-    ));
-    assert!(matches!(
-        emb.backward_update(&bags, &[1.0; 2], Optimizer::Sgd { lr: f32::NAN }),
+        emb.backward_update(
+            &emb.check(&bags).unwrap(),
+            &[1.0; 2],
+            TableUpdate::Sgd { lr: f32::NAN }
+        ),
         Err(Error::Config(_))
     ));
     assert!(matches!(
         emb.backward_update(
-            &bags,
+            &emb.check(&bags).unwrap(),
             &[1.0; 2],
-            Optimizer::RowwiseAdagrad { lr: 1.0, eps: -1.0 }
+            TableUpdate::RowwiseAdagrad { lr: 1.0, eps: -1.0 }
         ),
         Err(Error::Config(_))
     ));
@@ -761,9 +777,10 @@ fn offsets_kinds_agree_and_empty_batches_work() {
     let idx = [3i64, 4, 5, 19];
     let mut a = [0f32; 15];
     let mut b = [0f32; 15];
-    emb.forward(&[Bags::new(&idx, &[0, 1, 1])], &mut a).unwrap();
-    emb.forward(&[Bags::with_last_offset(&idx, &[0, 1, 1, 4])], &mut b)
+    emb.forward(&emb.check(&[Bags::new(&idx, &[0, 1, 1])]).unwrap(), &mut a)
         .unwrap();
+    let ends = [Bags::with_last_offset(&idx, &[0, 1, 1, 4])];
+    emb.forward(&emb.check(&ends).unwrap(), &mut b).unwrap();
     assert_eq!(a, b);
     assert_eq!(
         Bags::with_last_offset(&idx, &[0, 4]).offsets_kind,
@@ -771,25 +788,27 @@ fn offsets_kinds_agree_and_empty_batches_work() {
     );
     // B = 0.
     let mut none: [f32; 0] = [];
-    emb.forward(&[Bags::<i64>::new(&[], &[])], &mut none)
-        .unwrap();
-    emb.forward(&[Bags::<i64>::with_last_offset(&[], &[0])], &mut none)
-        .unwrap();
+    emb.forward(
+        &emb.check(&[Bags::<i64>::new(&[], &[])]).unwrap(),
+        &mut none,
+    )
+    .unwrap();
+    emb.forward(
+        &emb.check(&[Bags::<i64>::with_last_offset(&[], &[0])])
+            .unwrap(),
+        &mut none,
+    )
+    .unwrap();
     let mut emb = emb;
     let before = table_bits(&emb);
-    emb.backward_update(
-        &[Bags::<i64>::new(&[], &[])],
-        &[],
-        Optimizer::Sgd { lr: 1.0 },
-    )
-    .unwrap();
+    let sgd = TableUpdate::Sgd { lr: 1.0 };
+    let no_bags = [Bags::<i64>::new(&[], &[])];
+    emb.backward_update(&emb.check(&no_bags).unwrap(), &[], sgd)
+        .unwrap();
     // All bags empty: nothing changes.
-    emb.backward_update(
-        &[Bags::<i64>::new(&[], &[0, 0])],
-        &[1.0; 10],
-        Optimizer::Sgd { lr: 1.0 },
-    )
-    .unwrap();
+    let empty = [Bags::<i64>::new(&[], &[0, 0])];
+    emb.backward_update(&emb.check(&empty).unwrap(), &[1.0; 10], sgd)
+        .unwrap();
     assert_eq!(table_bits(&emb), before);
 }
 

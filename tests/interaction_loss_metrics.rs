@@ -60,8 +60,19 @@ fn check_interaction<T: Element>(
         .collect();
     let it = Interaction::new(op, itself, t, d).unwrap();
     let width = it.output_dim();
+    // The stacked input Z, [B][T + 1][d]: each sample's dense vector, then its embeddings.
+    let f = t + 1;
+    assert_eq!(it.stacked_width(), f * d);
+    let z: Vec<f32> = (0..batch)
+        .flat_map(|b| {
+            dense[b * d..(b + 1) * d]
+                .iter()
+                .chain(&emb[b * t * d..(b + 1) * t * d])
+                .copied()
+        })
+        .collect();
     let mut out = Blocked::<T>::zeros(batch, width, bn, bc.min(width)).unwrap();
-    it.forward(&dense, &emb, &mut out).unwrap();
+    it.forward(&z, &mut out).unwrap();
     let want = reference_rows(op, itself, t, d, &dense, &emb);
     let u = if T::DTYPE == dlrm_kernels::DType::Bf16 {
         2f64.powi(-8)
@@ -87,10 +98,11 @@ fn check_interaction<T: Element>(
         .map(|_| rng.uniform_in(-1.0, 1.0))
         .collect();
     let d_out = Blocked::<T>::from_row_major(&g, batch, width, bn, bc.min(width)).unwrap();
-    let mut d_dense = vec![f32::NAN; batch * d];
-    let mut d_emb = vec![f32::NAN; batch * t * d];
-    it.backward(&dense, &emb, &d_out, &mut d_dense, &mut d_emb)
-        .unwrap();
+    let mut dz_all = vec![f32::NAN; batch * f * d];
+    it.backward(&z, &d_out, &mut dz_all).unwrap();
+    // dZ in the layout of Z: the dense gradient in slot 0, the embeddings' after it.
+    let d_dense: Vec<f32> = dz_all.chunks(f * d).flat_map(|r| r[..d].to_vec()).collect();
+    let d_emb: Vec<f32> = dz_all.chunks(f * d).flat_map(|r| r[d..].to_vec()).collect();
     for b in 0..batch {
         let gr: Vec<f64> = (0..width)
             .map(|c| d_out.get(b, c).to_f32() as f64)
@@ -166,17 +178,20 @@ proptest! {
 fn interaction_shape_errors() {
     let it = Interaction::new(InteractionOp::Dot, false, 2, 4).unwrap();
     let mut out = Blocked::<f32>::zeros(3, it.output_dim(), 2, 7).unwrap();
-    let err = it.forward(&[0.0; 11], &[0.0; 24], &mut out).unwrap_err();
+    let err = it.forward(&[0.0; 35], &mut out).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "interaction dense input length: expected 12, got 11"
+        "interaction input length ([B][tables + 1][dim]): expected 36, got 35"
     );
+    let mut wrong = Blocked::<f32>::zeros(3, 9, 2, 7).unwrap();
+    assert!(it.forward(&[0.0; 36], &mut wrong).is_err());
+    let d_out = Blocked::<f32>::zeros(3, it.output_dim(), 2, 7).unwrap();
+    let mut dz = [f32::NAN; 35];
     assert!(matches!(
-        it.forward(&[0.0; 12], &[0.0; 23], &mut out),
+        it.backward(&[0.0; 36], &d_out, &mut dz),
         Err(Error::Shape { .. })
     ));
-    let mut wrong = Blocked::<f32>::zeros(3, 9, 2, 7).unwrap();
-    assert!(it.forward(&[0.0; 12], &[0.0; 24], &mut wrong).is_err());
+    assert!(dz.iter().all(|x| x.is_nan()));
 }
 
 fn bce64(z: f64, y: f64) -> f64 {

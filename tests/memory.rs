@@ -3,7 +3,8 @@
 
 use dlrm_kernels::Error;
 use dlrm_kernels::memory::{self, MemoryEstimate, Setting};
-use dlrm_kernels::model::{Dlrm, DlrmConfig, EmbeddingOptimizer, Precision};
+use dlrm_kernels::model::{Dlrm, DlrmConfig, Precision};
+use dlrm_kernels::optim::{Optimizers, TableOptimizer};
 
 const GIB: u64 = 1 << 30;
 
@@ -14,7 +15,10 @@ fn the_estimate_counts_tables_parameters_optimizer_state_and_the_batch() {
     assert_eq!(e.tables, 3 * 100 * 4 * 4);
     assert_eq!(e.table_optimizer, 0);
     let adagrad = DlrmConfig {
-        embedding_optimizer: EmbeddingOptimizer::RowwiseAdagrad,
+        optimizers: Optimizers {
+            tables: TableOptimizer::RowwiseAdagrad,
+            ..Optimizers::default()
+        },
         ..cfg.clone()
     };
     assert_eq!(

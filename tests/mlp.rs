@@ -3,14 +3,29 @@
 
 use dlrm_kernels::blocked::Blocked;
 use dlrm_kernels::kernels::Element;
-use dlrm_kernels::linear::{Activation, Blocking, Linear, LinearConfig};
-use dlrm_kernels::mlp::{Mlp, MlpConfig};
+use dlrm_kernels::linear::{Activation, Blocking, Linear, LinearConfig, PreActGrad};
+use dlrm_kernels::mlp::{InputGrad, Mlp, MlpConfig};
+use dlrm_kernels::optim::DenseUpdate;
 use dlrm_kernels::rng::Rng;
 use dlrm_kernels::{DType, Error, bf16};
 use proptest::prelude::*;
 
 fn rand_vec(rng: &mut Rng, len: usize, scale: f32) -> Vec<f32> {
     (0..len).map(|_| rng.uniform_in(-scale, scale)).collect()
+}
+
+fn sgd(lr: f32) -> DenseUpdate {
+    DenseUpdate::Sgd { lr }
+}
+
+/// `dy` as the gradient before the activation of a ReLU (or activation-free) layer, its
+/// values unchanged: the ReLU's derivative at outputs that are all positive is 1.
+fn unmasked<'a, T: Element>(layer: &Linear<T>, dy: &'a mut Blocked<T>) -> PreActGrad<'a, T> {
+    assert_ne!(layer.config().activation, Activation::Sigmoid);
+    let (rows, cols) = (dy.rows(), dy.cols());
+    let ones = vec![1.0; rows * cols];
+    let y = Blocked::from_row_major(&ones, rows, cols, dy.block_rows(), dy.block_cols()).unwrap();
+    layer.activation_backward(&y, dy).unwrap()
 }
 
 /// Values as the layer sees them (rounded to T).
@@ -93,10 +108,10 @@ fn check_layer<T: Element>(case: &Case, rel_tol: f64) -> Result<(), TestCaseErro
     let mut y = layer.output_zeros(n).unwrap();
     layer.forward(&x, &mut y).unwrap();
     let mut dy = Blocked::<T>::from_row_major(&dy32, n, k, bl.bn, bl.bk).unwrap();
-    layer.activation_backward(&y, &mut dy).unwrap();
+    let pre = layer.activation_backward(&y, &mut dy).unwrap();
     let mut dx = layer.input_zeros(n).unwrap();
-    layer.backward_data(&dy, &mut dx).unwrap();
-    layer.backward_weights(&x, &dy).unwrap();
+    layer.backward_data(&pre, &mut dx).unwrap();
+    layer.backward_weights(&x, &pre).unwrap();
 
     let xs = as_t::<T>(&x32);
     // Unit roundoff of the stored activations.
@@ -284,7 +299,9 @@ fn finite_difference_gradient_of_three_layer_mlp() {
     let input = rand_vec(&mut rng, n * sizes[0], 1.0);
     let r = rand_vec(&mut rng, n * sizes[3], 1.0);
     loss_of(&mut mlp, &input, &r);
-    mlp.backward(&r, true).unwrap();
+    mlp.set_output_grad(&r).unwrap();
+    mlp.backward_deferred(InputGrad::Compute, |_| Ok(()))
+        .unwrap();
     let mut dinput = vec![0f32; n * sizes[0]];
     mlp.input_grad().to_row_major(&mut dinput).unwrap();
     let grads: Vec<(Vec<f32>, Vec<f32>)> = mlp
@@ -376,17 +393,19 @@ fn split_sgd_update_is_exact_fp32_update_of_the_master() {
         let mut rng = Rng::new(2);
         let x = Blocked::<bf16>::from_row_major(&rand_vec(&mut rng, 20 * 33, 1.0), 20, 33, 16, 16)
             .unwrap();
-        let dy = Blocked::<bf16>::from_row_major(&rand_vec(&mut rng, 20 * 17, 1.0), 20, 17, 16, 16)
-            .unwrap();
+        let mut dy =
+            Blocked::<bf16>::from_row_major(&rand_vec(&mut rng, 20 * 17, 1.0), 20, 17, 16, 16)
+                .unwrap();
+        let dy = unmasked(&layer, &mut dy);
         reference.backward_weights(&x, &dy).unwrap();
         let g = reference.weight_grad();
         let gb = reference.bias_grad().to_vec();
         let lr = 0.0123f32;
         if fused {
-            layer.backward_weights_update(&x, &dy, lr).unwrap();
+            layer.backward_weights_update(&x, &dy, sgd(lr)).unwrap();
         } else {
             layer.backward_weights(&x, &dy).unwrap();
-            layer.update(lr).unwrap();
+            layer.update(sgd(lr)).unwrap();
         }
         let w1 = layer.weights();
         for i in 0..w0.len() {
@@ -412,7 +431,8 @@ fn train_bits<T: Element>(threads: usize) -> (Vec<u32>, Vec<u32>) {
         let d = rand_vec(&mut rng, 100 * 5, 1.0);
         for _ in 0..3 {
             mlp.forward(&input).unwrap();
-            mlp.backward_step(&d, true, 0.05).unwrap();
+            mlp.set_output_grad(&d).unwrap();
+            mlp.backward(InputGrad::Compute, sgd(0.05)).unwrap();
         }
         let mut out = vec![0f32; 100 * 5];
         mlp.forward(&input).unwrap();
@@ -446,10 +466,23 @@ fn fused_and_separate_updates_agree_bit_for_bit() {
     let mut a = Mlp::<f32>::new(cfg.clone(), 1).unwrap();
     let mut b = Mlp::<f32>::new(cfg, 1).unwrap();
     a.forward(&input).unwrap();
-    a.backward_step(&d, false, 0.1).unwrap();
+    a.set_output_grad(&d).unwrap();
+    a.backward(InputGrad::Skip, sgd(0.1)).unwrap();
     b.forward(&input).unwrap();
-    b.backward(&d, false).unwrap();
-    b.step(0.1).unwrap();
+    b.set_output_grad(&d).unwrap();
+    // The deferred pass hands each layer's gradients over as soon as they exist, last layer
+    // first; they are the gradients the update then applies.
+    let mut seen = Vec::new();
+    b.backward_deferred(InputGrad::Skip, |g| {
+        seen.push((g.layer, g.bias.to_vec()));
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(seen.iter().map(|(l, _)| *l).collect::<Vec<_>>(), [1, 0]);
+    for (l, bias) in &seen {
+        assert_eq!(bias.as_slice(), b.layers()[*l].bias_grad());
+    }
+    b.update(sgd(0.1)).unwrap();
     for (la, lb) in a.layers().iter().zip(b.layers()) {
         assert_eq!(la.weights(), lb.weights());
         assert_eq!(la.bias(), lb.bias());
@@ -479,9 +512,17 @@ fn shape_mismatches_are_errors_and_change_nothing() {
     let y_rows = layer.output_zeros(5).unwrap();
     let mut y_rows_mut = y_rows.clone();
     assert!(layer.forward(&x, &mut y_rows_mut).is_err());
-    assert!(layer.backward_weights(&x, &y_rows).is_err());
-    assert!(layer.backward_weights_update(&x, &y_rows, 0.1).is_err());
-    assert!(layer.update(0.1).is_err(), "no gradient yet");
+    let mut dy_rows = y_rows.clone();
+    let dy_rows = unmasked(&layer, &mut dy_rows);
+    assert!(layer.backward_weights(&x, &dy_rows).is_err());
+    assert!(
+        layer
+            .backward_weights_update(&x, &dy_rows, sgd(0.1))
+            .is_err()
+    );
+    assert!(layer.update(sgd(0.1)).is_err(), "no gradient yet");
+    let mut dy = layer.output_zeros(4).unwrap();
+    assert!(layer.activation_backward(&y_rows, &mut dy).is_err());
     assert_eq!(layer.weights(), w0);
     assert!(matches!(
         layer.set_parameters(&[0.0; 14], &[0.0; 3]),
@@ -492,7 +533,8 @@ fn shape_mismatches_are_errors_and_change_nothing() {
     let mut mlp = Mlp::<f32>::new(MlpConfig::new(vec![5, 3], 4), 0).unwrap();
     assert!(mlp.forward(&[0.0; 11]).is_err());
     mlp.forward(&[0.0; 10]).unwrap();
-    assert!(mlp.backward(&[0.0; 5], false).is_err());
+    assert!(mlp.set_output_grad(&[0.0; 5]).is_err());
+    assert!(mlp.update(sgd(0.1)).is_err(), "no gradients yet");
     assert!(Mlp::<f32>::new(MlpConfig::new(vec![5, 0, 3], 4), 0).is_err());
     assert!(Mlp::<f32>::new(MlpConfig::new(vec![5, 3], 0), 0).is_err());
 }
@@ -507,12 +549,13 @@ fn kept_transpose_matches_fresh<T: Element>() {
         let mut rng = Rng::new(4);
         let n = 13;
         let x = Blocked::<T>::from_row_major(&rand_vec(&mut rng, n * c, 1.0), n, c, 6, bc).unwrap();
-        let dy =
+        let mut dy =
             Blocked::<T>::from_row_major(&rand_vec(&mut rng, n * k, 1.0), n, k, 6, bk).unwrap();
+        let dy = unmasked(&layer, &mut dy);
         let mut dx = layer.input_zeros(n).unwrap();
         for _ in 0..3 {
             layer.backward_data(&dy, &mut dx).unwrap();
-            layer.backward_weights_update(&x, &dy, 0.05).unwrap();
+            layer.backward_weights_update(&x, &dy, sgd(0.05)).unwrap();
         }
         layer.backward_data(&dy, &mut dx).unwrap();
         let mut fresh = Linear::<T>::new(cfg, 0).unwrap();
@@ -528,7 +571,7 @@ fn kept_transpose_matches_fresh<T: Element>() {
         );
         // The separate update marks W^T stale; backward-data rebuilds it.
         layer.backward_weights(&x, &dy).unwrap();
-        layer.update(0.05).unwrap();
+        layer.update(sgd(0.05)).unwrap();
         layer.backward_data(&dy, &mut dx).unwrap();
         fresh
             .set_parameters(&layer.weights(), layer.bias())
@@ -564,7 +607,7 @@ fn through_matches_two_passes<T: Element>() {
     );
     let mut rng = Rng::new(9);
     let n = 12;
-    let dy = Blocked::<T>::from_row_major(&rand_vec(&mut rng, n * 9, 1.0), n, 9, 5, 4).unwrap();
+    let dy0 = Blocked::<T>::from_row_major(&rand_vec(&mut rng, n * 9, 1.0), n, 9, 5, 4).unwrap();
     let y_below =
         Blocked::<T>::from_row_major(&rand_vec(&mut rng, n * 17, 1.0), n, 17, 5, 7).unwrap();
     for act in [Activation::Relu, Activation::Sigmoid, Activation::None] {
@@ -577,6 +620,8 @@ fn through_matches_two_passes<T: Element>() {
         )
         .unwrap();
         let mut layer = Linear::<T>::new(cfg, 2).unwrap();
+        let mut dy = dy0.clone();
+        let dy = unmasked(&layer, &mut dy);
         let mut two = layer.input_zeros(n).unwrap();
         layer.backward_data(&dy, &mut two).unwrap();
         below.activation_backward(&y_below, &mut two).unwrap();
@@ -587,6 +632,8 @@ fn through_matches_two_passes<T: Element>() {
         assert_eq!(one.as_slice(), two.as_slice(), "{act:?}");
     }
     let mut layer = Linear::<T>::new(cfg, 2).unwrap();
+    let mut dy = dy0.clone();
+    let dy = unmasked(&layer, &mut dy);
     let mut dx = layer.input_zeros(n).unwrap();
     let wrong = Blocked::<T>::zeros(n, 17, 5, 4).unwrap();
     let err = layer.backward_data_through(&dy, &wrong, Activation::Relu, &mut dx);
@@ -613,12 +660,13 @@ fn zero_rows_give_zero_gradients<T: Element>() {
     let mut layer = multi_block_layer::<T>();
     let (w0, b0) = (layer.weights(), layer.bias().to_vec());
     let x = layer.input_zeros(0).unwrap();
-    let dy = layer.output_zeros(0).unwrap();
+    let mut dy = layer.output_zeros(0).unwrap();
+    let dy = unmasked(&layer, &mut dy);
     layer.backward_weights(&x, &dy).unwrap();
     assert_eq!(layer.weight_grad(), vec![0.0; 13 * 7], "{:?}", T::DTYPE);
     assert_eq!(layer.bias_grad(), &[0.0; 7][..]);
-    layer.update(0.5).unwrap();
-    layer.backward_weights_update(&x, &dy, 0.5).unwrap();
+    layer.update(sgd(0.5)).unwrap();
+    layer.backward_weights_update(&x, &dy, sgd(0.5)).unwrap();
     assert_eq!((layer.weights(), layer.bias().to_vec()), (w0, b0));
     let mut dx = layer.input_zeros(0).unwrap();
     layer.backward_data(&dy, &mut dx).unwrap();
@@ -638,27 +686,31 @@ fn zero_row_batches_have_zero_gradients() {
     let before: Vec<Vec<f32>> = mlp.layers().iter().map(|l| l.weights()).collect();
     mlp.forward(&[]).unwrap();
     assert_eq!(mlp.batch(), 0);
-    mlp.backward(&[], true).unwrap();
-    mlp.step(0.1).unwrap();
-    mlp.backward_step(&[], true, 0.1).unwrap();
+    mlp.set_output_grad(&[]).unwrap();
+    mlp.backward_deferred(InputGrad::Compute, |_| Ok(()))
+        .unwrap();
+    mlp.update(sgd(0.1)).unwrap();
+    mlp.backward(InputGrad::Compute, sgd(0.1)).unwrap();
     let after: Vec<Vec<f32>> = mlp.layers().iter().map(|l| l.weights()).collect();
     assert_eq!(after, before);
     // And a full batch still trains afterwards.
     mlp.forward(&[0.5; 3 * 13]).unwrap();
-    mlp.backward_step(&[1.0; 3 * 7], false, 0.1).unwrap();
+    mlp.set_output_grad(&[1.0; 3 * 7]).unwrap();
+    mlp.backward(InputGrad::Skip, sgd(0.1)).unwrap();
 }
 
 fn non_finite_learning_rates_are_refused<T: Element>() {
     let mut layer = multi_block_layer::<T>();
     let x = Blocked::from_row_major(&[0.5; 2 * 13], 2, 13, 4, 5).unwrap();
-    let dy = Blocked::from_row_major(&[0.25; 2 * 7], 2, 7, 4, 3).unwrap();
+    let mut dy = Blocked::from_row_major(&[0.25; 2 * 7], 2, 7, 4, 3).unwrap();
+    let dy = unmasked(&layer, &mut dy);
     layer.backward_weights(&x, &dy).unwrap();
     let (w0, b0) = (layer.weights(), layer.bias().to_vec());
     for lr in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
-        let err = layer.update(lr).unwrap_err();
+        let err = layer.update(sgd(lr)).unwrap_err();
         assert!(matches!(err, Error::Config(_)), "{err}");
         assert!(err.to_string().contains("learning rate"), "{err}");
-        let err = layer.backward_weights_update(&x, &dy, lr).unwrap_err();
+        let err = layer.backward_weights_update(&x, &dy, sgd(lr)).unwrap_err();
         assert!(err.to_string().contains("learning rate"), "{err}");
         assert_eq!(
             (layer.weights(), layer.bias().to_vec()),
@@ -666,7 +718,7 @@ fn non_finite_learning_rates_are_refused<T: Element>() {
         );
     }
     // The gradient of the refused calls is still there to apply.
-    layer.update(0.1).unwrap();
+    layer.update(sgd(0.1)).unwrap();
     assert_ne!(layer.weights(), w0);
 }
 
@@ -679,8 +731,10 @@ fn non_finite_learning_rates_are_errors_that_change_nothing() {
     let mut mlp = Mlp::<f32>::new(MlpConfig::new(vec![3, 2], 4), 0).unwrap();
     mlp.forward(&[1.0; 12]).unwrap();
     let before = mlp.layers()[0].weights();
-    assert!(mlp.backward_step(&[0.5; 8], true, f32::NAN).is_err());
-    mlp.backward(&[0.5; 8], true).unwrap();
-    assert!(mlp.step(f32::NAN).is_err());
+    mlp.set_output_grad(&[0.5; 8]).unwrap();
+    assert!(mlp.backward(InputGrad::Compute, sgd(f32::NAN)).is_err());
+    mlp.backward_deferred(InputGrad::Compute, |_| Ok(()))
+        .unwrap();
+    assert!(mlp.update(sgd(f32::NAN)).is_err());
     assert_eq!(mlp.layers()[0].weights(), before);
 }

@@ -2,11 +2,13 @@
 //! thread counts, and errors that leave the model unchanged.
 
 use dlrm_kernels::Error;
+use dlrm_kernels::data::MiniBatch;
 use dlrm_kernels::interaction::InteractionOp;
 use dlrm_kernels::loss::Loss;
 use dlrm_kernels::metrics::roc_auc;
-use dlrm_kernels::model::{Dlrm, DlrmConfig, EmbeddingOptimizer, MiniBatch, Precision};
+use dlrm_kernels::model::{Dlrm, DlrmConfig, Precision};
 use dlrm_kernels::optim::LrPolicy;
+use dlrm_kernels::optim::TableOptimizer;
 use dlrm_kernels::rng::Rng;
 
 /// A batch whose label depends on the dense features and on which rows are looked up.
@@ -61,10 +63,10 @@ fn small_cfg(precision: Precision) -> DlrmConfig {
 #[test]
 fn training_on_a_learnable_signal_raises_auc() {
     for precision in [Precision::F32, Precision::Bf16] {
-        for opt in [EmbeddingOptimizer::Sgd, EmbeddingOptimizer::RowwiseAdagrad] {
+        for opt in [TableOptimizer::Sgd, TableOptimizer::RowwiseAdagrad] {
             let mut cfg = small_cfg(precision);
-            cfg.embedding_optimizer = opt;
-            if opt == EmbeddingOptimizer::RowwiseAdagrad {
+            cfg.optimizers.tables = opt;
+            if opt == TableOptimizer::RowwiseAdagrad {
                 cfg.lr = LrPolicy::constant(0.05);
             }
             let mut model = Dlrm::new(cfg.clone(), 1).unwrap();

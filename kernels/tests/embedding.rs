@@ -5,8 +5,8 @@
 //! and huge-page buffers.
 
 use dlrm_microkernels::embedding::{
-    BagError, BagIndex, BagKernel, BagKernelDesc, Bags, GradRows, GroupBuffers, HUGE_PAGE,
-    HugePageBuf, Lookup, Pooling, RowUpdate, RowsMut,
+    BagError, BagIndex, BagKernel, BagKernelDesc, Bags, CheckedBags, GradRows, GroupBuffers,
+    HUGE_PAGE, HugePageBuf, Lookup, Pooling, RowUpdate, RowsMut,
 };
 use dlrm_microkernels::{Element, Isa, KernelError, bf16};
 use proptest::prelude::*;
@@ -143,6 +143,7 @@ fn run_pool<T: Element, I: BagIndex, O: Element>(
         prefetch_distance: prefetch,
     };
     let pooling = if mean { Pooling::Mean } else { Pooling::Sum };
+    let bags = CheckedBags::new(bags, table.len() / b.dim).unwrap();
     BagKernel::with_isa(desc, isa)
         .unwrap()
         .pool(table, &bags, pooling, &mut out, stride)
@@ -476,6 +477,7 @@ fn empty_bags_pool_to_zeros_and_mean_divides() {
             weights: None,
         };
         let mut out = vec![f32::NAN; 4 * 17];
+        let bags = CheckedBags::new(bags, 3).unwrap();
         k.pool(&table, &bags, Pooling::Mean, &mut out, 17).unwrap();
         assert!(out[..17].iter().all(|&x| x == 0.0), "{isa}");
         assert_eq!(out[17..34], table[34..51], "{isa}: mean of a duplicate");
@@ -500,8 +502,8 @@ fn pool_errors_write_nothing() {
                 end,
                 weights,
             };
-            let err = k
-                .pool(&table, &bags, Pooling::Sum, &mut out, 4)
+            let err = CheckedBags::new(bags, 10)
+                .and_then(|bags| k.pool(&table, &bags, Pooling::Sum, &mut out, 4))
                 .unwrap_err();
             assert!(out.iter().all(|x| x.is_nan()), "{isa}: {err} wrote");
             err
@@ -550,6 +552,21 @@ fn pool_errors_write_nothing() {
             end: 1,
             weights: None,
         };
+        // Checked for a table of another size: refused before anything is read.
+        assert_eq!(
+            k.pool(
+                &table,
+                &CheckedBags::new(bags, 11).unwrap(),
+                Pooling::Sum,
+                &mut out,
+                4
+            ),
+            Err(BagError::RowsMismatch {
+                checked: 11,
+                table: 10
+            })
+        );
+        let bags = CheckedBags::new(bags, 10).unwrap();
         assert!(matches!(
             k.pool(&table, &bags, Pooling::Sum, &mut out, 4),
             Err(BagError::Kernel(KernelError::SliceTooShort {

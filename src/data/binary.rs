@@ -26,11 +26,12 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::data::criteo::{DENSE, FIELDS, Record, SPARSE, dense_transform};
+use crate::data::{BatchSource, MiniBatch, Split, check_batch_number};
 use crate::error::{Error, Result};
 use crate::kernels::mmap::MappedFile;
-use crate::model::MiniBatch;
 use crate::rng::Rng;
 
 /// Bytes per record.
@@ -228,6 +229,182 @@ impl BinaryReader {
             }
         }
         order
+    }
+}
+
+/// The MLPerf binary files of a dataset as a [`BatchSource`]: `<prefix>_train.bin` and
+/// `<prefix>_test.bin` (see [`BinaryData::file`]), read in batches; the training batches in
+/// order, or as whole batches shuffled anew every epoch ([`BinaryData::shuffled`]).
+///
+/// ```
+/// use dlrm_kernels::data::binary::{BinaryData, BinaryWriter};
+/// use dlrm_kernels::data::criteo::Record;
+/// use dlrm_kernels::data::{BatchSource, Split};
+/// let prefix = std::env::temp_dir().join(format!("bin-data-{}", std::process::id()));
+/// for (split, n) in [(Split::Train, 10), (Split::Test, 3)] {
+///     let mut w = BinaryWriter::create(&BinaryData::file(&prefix, split))?;
+///     for _ in 0..n {
+///         w.write(&Record::default())?;
+///     }
+///     w.finish()?;
+/// }
+/// let data = BinaryData::open(&prefix, 4, 2, 100)?.shuffled(7);
+/// assert_eq!((data.batches(Split::Train), data.batches(Split::Test)), (3, 2));
+/// let sizes: Vec<usize> = (0..3).map(|i| data.batch(Split::Train, 0, i).unwrap().len()).collect();
+/// assert_eq!(sizes.iter().sum::<usize>(), 10); // every record once, in some batch order
+/// # for split in [Split::Train, Split::Test] { std::fs::remove_file(BinaryData::file(&prefix, split)).ok(); }
+/// # Ok::<(), dlrm_kernels::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct BinaryData {
+    train: BinaryReader,
+    test: BinaryReader,
+    train_batches: usize,
+    shuffle: Option<u64>,
+    /// The training batch order of the last epoch asked for.
+    order: Mutex<Option<(usize, Arc<Vec<usize>>)>>,
+}
+
+impl BinaryData {
+    /// The file of `split` under `prefix`: `<prefix>_train.bin`, `<prefix>_test.bin`,
+    /// `<prefix>_val.bin`.
+    ///
+    /// ```
+    /// use dlrm_kernels::data::{binary::BinaryData, Split};
+    /// let f = BinaryData::file(std::path::Path::new("/d/day_processed"), Split::Test);
+    /// assert_eq!(f, std::path::Path::new("/d/day_processed_test.bin"));
+    /// ```
+    pub fn file(prefix: &Path, split: Split) -> PathBuf {
+        let mut name = prefix.as_os_str().to_os_string();
+        name.push(format!("_{}.bin", split.name()));
+        PathBuf::from(name)
+    }
+
+    /// Map the training and test files under `prefix`, for training batches of
+    /// `batch_size` and test batches of `test_batch_size` samples, categorical values taken
+    /// `mod max_ind_range`; every training batch of the file, in order.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`BinaryReader::open`], for either file.
+    ///
+    /// ```
+    /// use dlrm_kernels::data::binary::BinaryData;
+    /// let err = BinaryData::open(std::path::Path::new("/nonexistent/x"), 4, 4, 10).unwrap_err();
+    /// assert!(err.to_string().starts_with("/nonexistent/x_train.bin: "));
+    /// ```
+    pub fn open(
+        prefix: &Path,
+        batch_size: usize,
+        test_batch_size: usize,
+        max_ind_range: u32,
+    ) -> Result<Self> {
+        let train =
+            BinaryReader::open(&Self::file(prefix, Split::Train), batch_size, max_ind_range)?;
+        let test = BinaryReader::open(
+            &Self::file(prefix, Split::Test),
+            test_batch_size,
+            max_ind_range,
+        )?;
+        Ok(BinaryData {
+            train_batches: train.batches(),
+            train,
+            test,
+            shuffle: None,
+            order: Mutex::new(None),
+        })
+    }
+
+    /// The same data, training on at most `n` batches per epoch (`None` or 0: all of them).
+    ///
+    /// ```
+    /// # use dlrm_kernels::data::{binary::{BinaryData, BinaryWriter}, criteo::Record, BatchSource, Split};
+    /// # let prefix = std::env::temp_dir().join(format!("bin-cap-{}", std::process::id()));
+    /// # for split in [Split::Train, Split::Test] {
+    /// #     let mut w = BinaryWriter::create(&BinaryData::file(&prefix, split))?;
+    /// #     for _ in 0..10 { w.write(&Record::default())?; }
+    /// #     w.finish()?;
+    /// # }
+    /// let data = BinaryData::open(&prefix, 2, 2, 100)?.with_train_batches(Some(3));
+    /// assert_eq!(data.batches(Split::Train), 3);
+    /// # for split in [Split::Train, Split::Test] { std::fs::remove_file(BinaryData::file(&prefix, split)).ok(); }
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
+    pub fn with_train_batches(mut self, n: Option<usize>) -> Self {
+        let all = self.train.batches();
+        self.train_batches = n.filter(|&n| n > 0).map_or(all, |n| n.min(all));
+        self
+    }
+
+    /// The same data with its training batches shuffled as whole batches, anew every
+    /// epoch (epoch `e` from seed `seed ^ e`); see the [type's example](BinaryData).
+    pub fn shuffled(mut self, seed: u64) -> Self {
+        self.shuffle = Some(seed);
+        *self.order.get_mut().unwrap_or_else(PoisonError::into_inner) = None;
+        self
+    }
+
+    /// The reader of a split (the test reader for [`Split::Validation`], which this source
+    /// does not have).
+    ///
+    /// ```
+    /// # use dlrm_kernels::data::{binary::{BinaryData, BinaryWriter}, criteo::Record, Split};
+    /// # let prefix = std::env::temp_dir().join(format!("bin-reader-{}", std::process::id()));
+    /// # for split in [Split::Train, Split::Test] {
+    /// #     let mut w = BinaryWriter::create(&BinaryData::file(&prefix, split))?;
+    /// #     for _ in 0..10 { w.write(&Record::default())?; }
+    /// #     w.finish()?;
+    /// # }
+    /// let data = BinaryData::open(&prefix, 4, 5, 100)?;
+    /// assert_eq!(data.reader(Split::Test).batches(), 2);
+    /// # for split in [Split::Train, Split::Test] { std::fs::remove_file(BinaryData::file(&prefix, split)).ok(); }
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
+    pub fn reader(&self, split: Split) -> &BinaryReader {
+        match split {
+            Split::Train => &self.train,
+            Split::Test | Split::Validation => &self.test,
+        }
+    }
+
+    /// The training batch order of `epoch` (kept for the last epoch asked for).
+    fn order(&self, epoch: usize) -> Arc<Vec<usize>> {
+        let mut cached = self.order.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((e, order)) = &*cached
+            && *e == epoch
+        {
+            return Arc::clone(order);
+        }
+        let seed = self.shuffle.map(|s| s ^ epoch as u64);
+        let order = Arc::new(self.train.order(seed));
+        *cached = Some((epoch, Arc::clone(&order)));
+        order
+    }
+}
+
+impl BatchSource for BinaryData {
+    fn dense_features(&self) -> usize {
+        DENSE
+    }
+
+    fn table_rows(&self) -> Vec<usize> {
+        vec![self.train.max_ind_range as usize; SPARSE]
+    }
+
+    fn batches(&self, split: Split) -> usize {
+        match split {
+            Split::Train => self.train_batches,
+            Split::Test => self.test.batches(),
+            Split::Validation => 0,
+        }
+    }
+
+    fn batch(&self, split: Split, epoch: usize, i: usize) -> Result<MiniBatch> {
+        check_batch_number(split, i, self.batches(split))?;
+        match split {
+            Split::Train if self.shuffle.is_some() => self.train.batch(self.order(epoch)[i]),
+            _ => self.reader(split).batch(i),
+        }
     }
 }
 

@@ -7,7 +7,7 @@
 //!
 //! ```
 //! use dlrm_kernels::data::prefetch::Prefetcher;
-//! use dlrm_kernels::model::MiniBatch;
+//! use dlrm_kernels::data::MiniBatch;
 //! let batches = (0..5).map(|i| Ok(MiniBatch { targets: vec![i as f32], ..MiniBatch::default() }));
 //! let pre = Prefetcher::spawn(batches, 2);
 //! let got: Vec<f32> = pre.map(|b| b.unwrap().targets[0]).collect();
@@ -18,8 +18,8 @@ use std::sync::mpsc::{Receiver, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::data::MiniBatch;
 use crate::error::Result;
-use crate::model::MiniBatch;
 
 /// A source of batches, as the prefetcher takes it.
 type Source = Box<dyn Iterator<Item = Result<MiniBatch>> + Send>;
@@ -75,7 +75,7 @@ impl Prefetcher {
     ///
     /// ```
     /// use dlrm_kernels::data::prefetch::Prefetcher;
-    /// use dlrm_kernels::model::MiniBatch;
+    /// use dlrm_kernels::data::MiniBatch;
     /// let batches = (0..3).map(|i| Ok(MiniBatch { targets: vec![i as f32], ..MiniBatch::default() }));
     /// let mut pre = Prefetcher::inline(batches);
     /// assert_eq!(pre.next().unwrap()?.targets, [0.0]);

@@ -18,9 +18,9 @@
 
 use rayon::prelude::*;
 
+use crate::data::{BatchSource, MiniBatch, Split, SplitSizes, check_batch_number};
 use crate::error::{Error, Result};
 use crate::kernels::sort::sort_unique;
-use crate::model::MiniBatch;
 use crate::rng::Rng;
 
 /// Parameters of the random generator.
@@ -167,8 +167,7 @@ impl RandomData {
     }
 
     /// Indices and offsets of every table (tables in parallel), table `t` from stream `1 + t`.
-    #[allow(clippy::type_complexity)]
-    fn tables(&self, base: &Rng) -> (Vec<Vec<i64>>, Vec<Vec<i64>>) {
+    fn tables(&self, base: &Rng) -> TableBags {
         let c = &self.cfg;
         c.table_rows
             .par_iter()
@@ -203,6 +202,105 @@ impl RandomData {
                 (idx, off)
             })
             .unzip()
+    }
+}
+
+/// Every table's indices, and every table's offsets.
+type TableBags = (Vec<Vec<i64>>, Vec<Vec<i64>>);
+
+/// The reference's random data as a [`BatchSource`]: training batches from a
+/// [`RandomData`] of the configuration (fresh batches every epoch: batch `i` of epoch `e`
+/// is generator batch `e * train_batches + i`), test batches from a second generator seeded
+/// `seed + 1` with the test batch size.
+///
+/// ```
+/// use dlrm_kernels::data::{BatchSource, Split, SplitSizes};
+/// use dlrm_kernels::data::random::{RandomDataConfig, RandomSource};
+/// let sizes = SplitSizes { train_batches: 5, test_batches: 1, test_batch_size: 32 };
+/// let data = RandomSource::new(RandomDataConfig::default(), sizes)?;
+/// assert_eq!(data.batch(Split::Train, 1, 0)?, data.generator(Split::Train).batch(5));
+/// assert_eq!(data.batch(Split::Test, 0, 0)?.len(), 32);
+/// # Ok::<(), dlrm_kernels::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct RandomSource {
+    train: RandomData,
+    test: RandomData,
+    sizes: SplitSizes,
+}
+
+impl RandomSource {
+    /// Training and test generators for `cfg` and `sizes`.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`RandomData::new`], for either generator (a zero test batch size too).
+    ///
+    /// ```
+    /// use dlrm_kernels::data::SplitSizes;
+    /// use dlrm_kernels::data::random::{RandomDataConfig, RandomSource};
+    /// let sizes = SplitSizes { train_batches: 5, test_batches: 1, test_batch_size: 0 };
+    /// assert!(RandomSource::new(RandomDataConfig::default(), sizes).is_err());
+    /// ```
+    pub fn new(cfg: RandomDataConfig, sizes: SplitSizes) -> Result<Self> {
+        let test = RandomDataConfig {
+            batch_size: sizes.test_batch_size,
+            seed: cfg.seed.wrapping_add(1),
+            ..cfg.clone()
+        };
+        Ok(RandomSource {
+            train: RandomData::new(cfg)?,
+            test: RandomData::new(test)?,
+            sizes,
+        })
+    }
+
+    /// The generator of a split (the training one for [`Split::Validation`], which this
+    /// source does not have).
+    ///
+    /// ```
+    /// use dlrm_kernels::data::{Split, SplitSizes};
+    /// use dlrm_kernels::data::random::{RandomDataConfig, RandomSource};
+    /// let sizes = SplitSizes { train_batches: 5, test_batches: 1, test_batch_size: 32 };
+    /// let data = RandomSource::new(RandomDataConfig::default(), sizes)?;
+    /// assert_eq!(data.generator(Split::Test).config().seed, 124);
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
+    pub fn generator(&self, split: Split) -> &RandomData {
+        match split {
+            Split::Test => &self.test,
+            Split::Train | Split::Validation => &self.train,
+        }
+    }
+}
+
+impl BatchSource for RandomSource {
+    fn dense_features(&self) -> usize {
+        self.train.cfg.dense_features
+    }
+
+    fn table_rows(&self) -> Vec<usize> {
+        self.train.cfg.table_rows.clone()
+    }
+
+    fn batches(&self, split: Split) -> usize {
+        match split {
+            Split::Train => self.sizes.train_batches,
+            Split::Test => self.sizes.test_batches,
+            Split::Validation => 0,
+        }
+    }
+
+    fn batch(&self, split: Split, epoch: usize, i: usize) -> Result<MiniBatch> {
+        check_batch_number(split, i, self.batches(split))?;
+        Ok(match split {
+            Split::Test => self.test.batch(i as u64),
+            _ => {
+                let n = self.sizes.train_batches as u64;
+                self.train
+                    .batch((epoch as u64).wrapping_mul(n).wrapping_add(i as u64))
+            }
+        })
     }
 }
 

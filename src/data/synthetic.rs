@@ -20,8 +20,8 @@
 
 use rayon::prelude::*;
 
+use crate::data::{BatchSource, MiniBatch, Split, SplitSizes, check_batch_number};
 use crate::error::{Error, Result};
-use crate::model::MiniBatch;
 use crate::rng::Rng;
 
 /// Parameters of the synthetic dataset.
@@ -186,5 +186,103 @@ impl SyntheticData {
             offsets,
             targets,
         }
+    }
+}
+
+/// Where the test samples are drawn in the generator's stream: far from the training
+/// batches, which count up from 0.
+const TEST_STREAM: u64 = 1 << 40;
+
+/// The synthetic data as a [`BatchSource`]: training batch `i` of epoch `e` is generator
+/// batch `e * train_batches + i` (fresh samples every epoch); the test batches come from the
+/// same hidden model, drawn far from the training stream, at the test batch size.
+///
+/// ```
+/// use dlrm_kernels::data::{BatchSource, Split, SplitSizes};
+/// use dlrm_kernels::data::synthetic::{SyntheticConfig, SyntheticSource};
+/// let sizes = SplitSizes { train_batches: 5, test_batches: 1, test_batch_size: 32 };
+/// let data = SyntheticSource::new(SyntheticConfig::default(), sizes)?;
+/// assert_eq!(data.batch(Split::Train, 1, 0)?, data.generator(Split::Train).batch(5));
+/// assert_eq!(data.batch(Split::Test, 0, 0)?.len(), 32);
+/// # Ok::<(), dlrm_kernels::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct SyntheticSource {
+    train: SyntheticData,
+    test: SyntheticData,
+    sizes: SplitSizes,
+}
+
+impl SyntheticSource {
+    /// Training and test generators for `cfg` and `sizes`.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`SyntheticData::new`], for either generator (a zero test batch size too).
+    ///
+    /// ```
+    /// use dlrm_kernels::data::SplitSizes;
+    /// use dlrm_kernels::data::synthetic::{SyntheticConfig, SyntheticSource};
+    /// let sizes = SplitSizes { train_batches: 5, test_batches: 1, test_batch_size: 0 };
+    /// assert!(SyntheticSource::new(SyntheticConfig::default(), sizes).is_err());
+    /// ```
+    pub fn new(cfg: SyntheticConfig, sizes: SplitSizes) -> Result<Self> {
+        let test = SyntheticConfig {
+            batch_size: sizes.test_batch_size,
+            ..cfg.clone()
+        };
+        Ok(SyntheticSource {
+            train: SyntheticData::new(cfg)?,
+            test: SyntheticData::new(test)?,
+            sizes,
+        })
+    }
+
+    /// The generator of a split (the training one for [`Split::Validation`], which this
+    /// source does not have).
+    ///
+    /// ```
+    /// use dlrm_kernels::data::{Split, SplitSizes};
+    /// use dlrm_kernels::data::synthetic::{SyntheticConfig, SyntheticSource};
+    /// let sizes = SplitSizes { train_batches: 5, test_batches: 1, test_batch_size: 32 };
+    /// let data = SyntheticSource::new(SyntheticConfig::default(), sizes)?;
+    /// assert_eq!(data.generator(Split::Test).config().batch_size, 32);
+    /// # Ok::<(), dlrm_kernels::Error>(())
+    /// ```
+    pub fn generator(&self, split: Split) -> &SyntheticData {
+        match split {
+            Split::Test => &self.test,
+            Split::Train | Split::Validation => &self.train,
+        }
+    }
+}
+
+impl BatchSource for SyntheticSource {
+    fn dense_features(&self) -> usize {
+        self.train.cfg.dense_features
+    }
+
+    fn table_rows(&self) -> Vec<usize> {
+        self.train.cfg.table_rows.clone()
+    }
+
+    fn batches(&self, split: Split) -> usize {
+        match split {
+            Split::Train => self.sizes.train_batches,
+            Split::Test => self.sizes.test_batches,
+            Split::Validation => 0,
+        }
+    }
+
+    fn batch(&self, split: Split, epoch: usize, i: usize) -> Result<MiniBatch> {
+        check_batch_number(split, i, self.batches(split))?;
+        Ok(match split {
+            Split::Test => self.test.batch(TEST_STREAM + i as u64),
+            _ => {
+                let n = self.sizes.train_batches as u64;
+                self.train
+                    .batch((epoch as u64).wrapping_mul(n).wrapping_add(i as u64))
+            }
+        })
     }
 }

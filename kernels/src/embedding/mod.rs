@@ -3,7 +3,10 @@
 //!
 //! A table is `rows x dim`, row-major, `f32` or `bf16` (for bf16 Split-SGD tables the `bf16`
 //! half is what the forward reads). A batch of bags is PyTorch's `EmbeddingBag` input: a flat
-//! list of indices and, per bag, the offset where its indices start ([`Bags`]).
+//! list of indices and, per bag, the offset where its indices start ([`Bags`]). Bags are
+//! validated once, against the table's row count, by [`CheckedBags::new`]; the pooling
+//! kernel takes only [`CheckedBags`] and compares the row count they were checked against
+//! with its table's, so no pass reads the indices for validation again.
 //!
 //! # Pooling
 //!
@@ -48,13 +51,14 @@
 //! # Example
 //!
 //! ```
-//! use dlrm_microkernels::embedding::{BagKernel, BagKernelDesc, Bags, Pooling};
+//! use dlrm_microkernels::embedding::{BagKernel, BagKernelDesc, Bags, CheckedBags, Pooling};
 //!
 //! let dim = 3;
 //! let table: Vec<f32> = (0..4 * dim).map(|x| x as f32).collect(); // 4 rows
 //! let indices = [0i64, 2, 3, 1];
 //! let offsets = [0i64, 1, 1]; // bags [0], [], [2, 3, 1]
 //! let bags = Bags { indices: &indices, offsets: &offsets, end: indices.len(), weights: None };
+//! let bags = CheckedBags::new(bags, 4)?; // validated once, for a table of 4 rows
 //! let kernel = BagKernel::new(BagKernelDesc::new(dim))?;
 //! let mut out = vec![f32::NAN; 3 * dim];
 //! kernel.pool(&table, &bags, Pooling::Sum, &mut out, dim)?;
@@ -62,10 +66,12 @@
 //! # Ok::<(), dlrm_microkernels::embedding::BagError>(())
 //! ```
 
+mod checked;
 mod group;
 pub(crate) mod types;
 
 pub use crate::sys::hugepage::{HUGE_PAGE, HugePageBuf, Plain};
+pub use checked::CheckedBags;
 pub use group::GroupBuffers;
 pub use types::{BagIndex, Bags, GradRows, Lookup, Pooling, RowUpdate, RowsMut};
 
@@ -119,6 +125,13 @@ pub enum BagError {
     },
     /// `dim` is zero.
     ZeroDim,
+    /// [`CheckedBags`] checked against a table of another row count than the one given.
+    RowsMismatch {
+        /// The rows the bags were checked against.
+        checked: usize,
+        /// The rows of the table given.
+        table: usize,
+    },
 }
 
 impl fmt::Display for BagError {
@@ -146,6 +159,10 @@ impl fmt::Display for BagError {
                 first_row + rows
             ),
             BagError::ZeroDim => write!(f, "embedding dimension is zero"),
+            BagError::RowsMismatch { checked, table } => write!(
+                f,
+                "bags checked against a table of {checked} rows, given a table of {table}"
+            ),
         }
     }
 }
@@ -202,8 +219,9 @@ impl BagKernelDesc {
     }
 
     /// The default prefetch distance for rows of `row_bytes` bytes: the lookups that cover
-    /// [`Self::PREFETCH_BYTES`], between 4 and 64 (a random gather on Zen 4 runs fastest with
-    /// about 8 KiB of rows prefetched ahead: 32 lookups of fp32 x 64, 64 of bf16 x 64).
+    /// [`Self::PREFETCH_BYTES`] (32 lookups of fp32 x 64, 64 of bf16 x 64), between 4 and 64
+    /// (how the 8 KiB were chosen: BENCHMARKS.md, "Measurements behind choices in the
+    /// code").
     ///
     /// ```
     /// use dlrm_microkernels::embedding::BagKernelDesc;
@@ -297,8 +315,8 @@ impl BagKernel {
     }
 
     /// Pool each bag of `bags` into `out[i * out_stride..][..dim]` (see the module docs for
-    /// the formula). `table` holds `table.len() / dim` rows. Elements of `out` outside those
-    /// ranges are not touched.
+    /// the formula). `table` holds `table.len() / dim` rows, the count `bags` were checked
+    /// against. Elements of `out` outside those ranges are not touched.
     ///
     /// `T` is `f32` or `bf16` (rows widened to f32), the output `O` is `f32` or `bf16`
     /// (rounded to nearest even once, at the end).
@@ -306,41 +324,50 @@ impl BagKernel {
     /// # Errors
     ///
     /// Nothing is written when any of these is returned:
-    /// [`BagError::Offsets`] (negative, decreasing, or past `end`),
-    /// [`BagError::IndexOutOfRange`] (naming bag and position),
-    /// [`KernelError::SliceTooShort`] for `end > indices.len()` or `out` too short,
-    /// [`KernelError::LengthMismatch`] when weights and indices differ in length,
+    /// [`BagError::RowsMismatch`] when `bags` were checked for a table of another size,
+    /// [`KernelError::SliceTooShort`] for `out` too short,
     /// [`KernelError::LeadingDimension`] for `out_stride < dim`, and
     /// [`KernelError::Overflow`] if the output extent overflows.
     ///
     /// ```
-    /// use dlrm_microkernels::embedding::{BagKernel, BagKernelDesc, Bags, Pooling};
+    /// use dlrm_microkernels::embedding::{BagError, BagKernel, BagKernelDesc, Bags, CheckedBags, Pooling};
     /// use half::bf16;
     ///
     /// let table: Vec<bf16> = [1.0f32, 2.0, 3.0, 4.0].map(bf16::from_f32).to_vec(); // 2 x 2
     /// let (indices, offsets, weights) = ([0i32, 1, 1], [0i32], [1.0f32, 0.5, 0.5]);
     /// let bags = Bags { indices: &indices, offsets: &offsets, end: 3, weights: Some(&weights) };
+    /// let k = BagKernel::new(BagKernelDesc::new(2))?;
     /// let mut out = [0.0f32; 2];
-    /// BagKernel::new(BagKernelDesc::new(2))?.pool(&table, &bags, Pooling::Sum, &mut out, 2)?;
+    /// k.pool(&table, &CheckedBags::new(bags, 2)?, Pooling::Sum, &mut out, 2)?;
     /// assert_eq!(out, [4.0, 6.0]);
     ///
     /// let mut mean = [0.0f32; 2];
     /// let first_two = Bags { end: 2, weights: None, ..bags }; // the bag of rows 0 and 1
-    /// BagKernel::new(BagKernelDesc::new(2))?.pool(&table, &first_two, Pooling::Mean, &mut mean, 2)?;
+    /// k.pool(&table, &CheckedBags::new(first_two, 2)?, Pooling::Mean, &mut mean, 2)?;
     /// assert_eq!(mean, [2.0, 3.0]);
-    /// # Ok::<(), dlrm_microkernels::embedding::BagError>(())
+    ///
+    /// // Checked for a table of 3 rows: refused by this one, whatever the indices.
+    /// let err = k.pool(&table, &CheckedBags::new(bags, 3)?, Pooling::Sum, &mut out, 2);
+    /// assert_eq!(err, Err(BagError::RowsMismatch { checked: 3, table: 2 }));
+    /// # Ok::<(), BagError>(())
     /// ```
     pub fn pool<T: Element, I: BagIndex, O: Element>(
         &self,
         table: &[T],
-        bags: &Bags<'_, I>,
+        bags: &CheckedBags<'_, I>,
         pooling: Pooling,
         out: &mut [O],
         out_stride: usize,
     ) -> Result<(), BagError> {
         let dim = self.desc.dim;
-        check_offsets(bags)?;
-        let nb = bags.offsets.len();
+        let rows = table.len() / dim;
+        if rows != bags.rows() {
+            return Err(BagError::RowsMismatch {
+                checked: bags.rows(),
+                table: rows,
+            });
+        }
+        let nb = bags.len();
         if nb == 0 {
             return Ok(());
         }
@@ -368,22 +395,20 @@ impl BagKernel {
             }
             .into());
         }
-        let rows = table.len() / dim;
-        check_indices(bags, rows)?;
         let mean = pooling == Pooling::Mean;
         let job = PoolJob {
             table: T::view(table),
             dim,
-            bags: erase(bags),
+            bags: erase(&bags.bags()),
             mean,
             prefetch: self.desc.prefetch_distance,
             out: O::view_mut(out),
             out_stride,
         };
-        // SAFETY: the table is of a backend this CPU runs; `check_offsets` and
-        // `check_indices` proved every bag lies inside `indices` (and `weights`) and every
-        // index used is a row of `table`; the check above proved every bag's output row lies
-        // inside `out`.
+        // SAFETY: the table is of a backend this CPU runs; `CheckedBags::new` proved every
+        // bag lies inside `indices` (and `weights`) and every index used is below the row
+        // count it recorded, which is this table's; the check above proved every bag's
+        // output row lies inside `out`.
         unsafe { (self.table.pool)(job) };
         Ok(())
     }
@@ -670,78 +695,6 @@ fn check_lookups(
         }
     }
     Ok(())
-}
-
-/// Offsets non-negative, non-decreasing, at most `end`; `end <= indices.len()`; weights as
-/// many as indices.
-fn check_offsets<I: BagIndex>(bags: &Bags<'_, I>) -> Result<(), BagError> {
-    let n = bags.indices.len();
-    if bags.end > n {
-        return Err(KernelError::SliceTooShort {
-            operand: "indices",
-            batch_index: None,
-            needed: bags.end,
-            len: n,
-        }
-        .into());
-    }
-    if let Some(w) = bags.weights
-        && w.len() != n
-    {
-        return Err(KernelError::LengthMismatch {
-            what: "weights and indices",
-            left: w.len(),
-            right: n,
-        }
-        .into());
-    }
-    let mut prev = 0i64;
-    for (bag, o) in bags.offsets.iter().enumerate() {
-        let o = o.to_i64();
-        let detail = if o < 0 {
-            format!("offset {o} is negative")
-        } else if bag > 0 && o < prev {
-            format!("offset {o} is smaller than the previous offset {prev}")
-        } else if o as u64 > bags.end as u64 {
-            format!("offset {o} is past the end of the indices ({})", bags.end)
-        } else {
-            prev = o;
-            continue;
-        };
-        return Err(BagError::Offsets { bag, detail });
-    }
-    Ok(())
-}
-
-/// Every index at positions `offsets[0]..end` in `[0, rows)` (offsets already checked).
-fn check_indices<I: BagIndex>(bags: &Bags<'_, I>, rows: usize) -> Result<(), BagError> {
-    let Some(first) = bags.offsets.first() else {
-        return Ok(());
-    };
-    let start = first.to_i64() as usize;
-    let used = &bags.indices[start..bags.end];
-    // Negative indices become huge as u64: one unsigned maximum finds every bad index (and
-    // vectorises).
-    let max = used.iter().fold(0u64, |m, &i| m.max(i.to_i64() as u64));
-    if used.is_empty() || max < rows as u64 {
-        return Ok(());
-    }
-    let k = used
-        .iter()
-        .position(|&i| i.to_i64() as u64 >= rows as u64)
-        .expect("the maximum is out of range, so some index is");
-    let position = start + k;
-    // The bag holding `position`: the last one starting at or before it.
-    let bag = bags
-        .offsets
-        .partition_point(|o| o.to_i64() as usize <= position)
-        - 1;
-    Err(BagError::IndexOutOfRange {
-        bag,
-        position,
-        index: used[k].to_i64(),
-        rows,
-    })
 }
 
 /// Bags with their index type erased, for the backends.

@@ -59,10 +59,11 @@ pub enum Pooling {
 /// `indices` (the last one `offsets[last]..end`).
 ///
 /// `offsets` are absolute positions in `indices`, so a thread can be handed a sub-slice of a
-/// batch's offsets with the full index list. Requirements (checked by every kernel): offsets
-/// are non-negative and non-decreasing, at most `end`; `end <= indices.len()`; every index
-/// used (positions `offsets[0]..end`) lies in `[0, rows)`; `weights`, when given, has one
-/// weight per index.
+/// batch's offsets with the full index list. Requirements (checked once, by
+/// [`CheckedBags::new`](super::CheckedBags::new), which the kernels take): offsets are
+/// non-negative and non-decreasing, at most `end`; `end <= indices.len()`; every index used
+/// (positions `offsets[0]..end`) lies in `[0, rows)`; `weights`, when given, has one weight
+/// per index.
 ///
 /// ```
 /// use dlrm_microkernels::embedding::Bags;

@@ -1,6 +1,7 @@
 //! Checkpoints as safetensors files that PyTorch and numpy users can load.
 //!
-//! Tensors are row-major f32, named as the DLRM reference's PyTorch state dict names them:
+//! Tensors are row-major f32, named as the DLRM reference's PyTorch state dict names them
+//! ([`TensorName`], the one place those names are built and read):
 //! `bot_l.<2i>.weight` (`[out][in]`), `bot_l.<2i>.bias`, `top_l.<2i>.weight`, `top_l.<2i>.bias`,
 //! `emb_l.<t>.weight` (`[rows][dim]`). A bf16 model saves its fp32 master weights, which hold
 //! the bf16 upper halves and the Split-SGD lower halves exactly. Optimizer state travels too:
@@ -36,168 +37,35 @@
 //! In Python: `safetensors.torch.load_file(path)` gives the state dict; the metadata
 //! (`safe_open(path, "pt").metadata()`) holds the configuration.
 
-use std::collections::HashMap;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use safetensors::tensor::{Dtype, SafeTensors};
 
 use crate::error::{Error, Result};
-use crate::interaction::InteractionOp;
-use crate::loss::Loss;
 use crate::memory;
-use crate::model::{Dlrm, DlrmConfig, EmbeddingOptimizer, Precision};
-use crate::optim::LrPolicy;
+use crate::model::{Dlrm, DlrmConfig};
+
+mod metadata;
+mod names;
+
+pub use names::{TensorName, Which};
+
+use metadata::{differences, from_metadata, to_metadata};
 
 /// The `format` metadata value of files written by this version.
 pub const FORMAT: &str = "dlrm-kernels/1";
 
-fn list(v: &[usize]) -> String {
-    v.iter().map(usize::to_string).collect::<Vec<_>>().join("-")
-}
-
-/// The configuration and step as safetensors metadata, in a fixed order.
-fn to_metadata(cfg: &DlrmConfig, step: u64) -> Vec<(&'static str, String)> {
-    vec![
-        ("format", FORMAT.to_string()),
-        ("arch_mlp_bot", list(&cfg.bottom_mlp)),
-        ("arch_mlp_top", list(&cfg.top_mlp)),
-        ("arch_embedding_size", list(&cfg.table_rows)),
-        ("arch_sparse_feature_size", cfg.embedding_dim.to_string()),
-        ("arch_interaction_op", cfg.interaction.name().to_string()),
-        (
-            "arch_interaction_itself",
-            cfg.interaction_itself.to_string(),
-        ),
-        ("precision", cfg.precision.name().to_string()),
-        ("mini_batch_size", cfg.batch_size.to_string()),
-        ("loss_function", cfg.loss.name().to_string()),
-        ("optimizer", cfg.embedding_optimizer.name().to_string()),
-        ("learning_rate", cfg.lr.base_lr.to_string()),
-        ("lr_num_warmup_steps", cfg.lr.warmup_steps.to_string()),
-        ("lr_decay_start_step", cfg.lr.decay_start_step.to_string()),
-        ("lr_num_decay_steps", cfg.lr.decay_steps.to_string()),
-        ("step", step.to_string()),
-    ]
-}
-
-/// The configuration and step back from metadata.
-fn from_metadata(meta: &HashMap<String, String>) -> std::result::Result<(DlrmConfig, u64), String> {
-    let get = |k: &str| {
-        meta.get(k)
-            .map(String::as_str)
-            .ok_or(format!("metadata lacks {k:?}"))
-    };
-    let num = |k: &str| -> std::result::Result<u64, String> {
-        get(k)?
-            .parse()
-            .map_err(|_| format!("metadata {k:?} is not a number"))
-    };
-    let size = |k: &str| -> std::result::Result<usize, String> {
-        let n = num(k)?;
-        usize::try_from(n)
-            .map_err(|_| format!("metadata {k:?} = {n} is too large for this machine"))
-    };
-    let sizes = |k: &str| -> std::result::Result<Vec<usize>, String> {
-        get(k)?
-            .split('-')
-            .map(|s| {
-                s.parse()
-                    .map_err(|_| format!("metadata {k:?} is not a size list"))
-            })
-            .collect()
-    };
-    if get("format")? != FORMAT {
-        return Err(format!("format {:?}, expected {FORMAT:?}", get("format")?));
-    }
-    // Each enum is written by its `name()`; read it back by the same names.
-    fn named<T: Copy>(
-        key: &str,
-        value: &str,
-        all: &[T],
-        name: fn(T) -> &'static str,
-    ) -> std::result::Result<T, String> {
-        let names: Vec<&str> = all.iter().map(|&v| name(v)).collect();
-        all.iter()
-            .copied()
-            .find(|&v| name(v) == value)
-            .ok_or_else(|| format!("metadata {key:?} is {value:?}, expected one of {names:?}"))
-    }
-    let interaction = named(
-        "arch_interaction_op",
-        get("arch_interaction_op")?,
-        &[InteractionOp::Dot, InteractionOp::Cat],
-        InteractionOp::name,
-    )?;
-    let precision = named(
-        "precision",
-        get("precision")?,
-        &[Precision::F32, Precision::Bf16],
-        Precision::name,
-    )?;
-    let loss = named(
-        "loss_function",
-        get("loss_function")?,
-        &[Loss::Bce, Loss::Mse],
-        Loss::name,
-    )?;
-    let embedding_optimizer = named(
-        "optimizer",
-        get("optimizer")?,
-        &[EmbeddingOptimizer::Sgd, EmbeddingOptimizer::RowwiseAdagrad],
-        EmbeddingOptimizer::name,
-    )?;
-    let interaction_itself = named(
-        "arch_interaction_itself",
-        get("arch_interaction_itself")?,
-        &[false, true],
-        |b| {
-            if b { "true" } else { "false" }
-        },
-    )?;
-    let cfg = DlrmConfig {
-        bottom_mlp: sizes("arch_mlp_bot")?,
-        top_mlp: sizes("arch_mlp_top")?,
-        table_rows: sizes("arch_embedding_size")?,
-        embedding_dim: size("arch_sparse_feature_size")?,
-        interaction,
-        interaction_itself,
-        precision,
-        batch_size: size("mini_batch_size")?,
-        loss,
-        embedding_optimizer,
-        lr: LrPolicy {
-            base_lr: get("learning_rate")?
-                .parse()
-                .map_err(|_| "metadata \"learning_rate\" is not a number".to_string())?,
-            warmup_steps: num("lr_num_warmup_steps")?,
-            decay_start_step: num("lr_decay_start_step")?,
-            decay_steps: num("lr_num_decay_steps")?,
-        },
-    };
-    Ok((cfg, num("step")?))
-}
-
-/// The values of tensor `name` of a checkpoint of `model` (see [`tensors`]).
-fn values(model: &Dlrm, name: &str) -> Vec<f32> {
-    match name.strip_suffix(".adagrad_state") {
-        Some(table) => {
-            let t: usize = table["emb_l.".len()..].parse().expect("name built by save");
-            model.embeddings().tables()[t]
-                .adagrad_state()
-                .expect("listed only when present")
-                .to_vec()
-        }
-        None => model.tensor(name).expect("name built by save"),
-    }
-}
-
-/// Every tensor a checkpoint of `model` holds, by name: parameters and optimizer state.
+/// Every tensor a checkpoint of `model` holds, by name: parameters and optimizer state,
+/// sorted by name.
 fn tensors(model: &Dlrm) -> Vec<(String, Vec<usize>)> {
     let mut all = model.tensor_list();
-    for (t, table) in model.embeddings().tables().iter().enumerate() {
-        if table.adagrad_state().is_some() {
-            all.push((format!("emb_l.{t}.adagrad_state"), vec![table.rows()]));
+    for (table, t) in model.embeddings().tables().iter().enumerate() {
+        if t.adagrad_state().is_some() {
+            all.push((
+                TensorName::AdagradState { table }.to_string(),
+                vec![t.rows()],
+            ));
         }
     }
     all.sort_by(|a, b| a.0.cmp(&b.0));
@@ -268,7 +136,8 @@ fn write_file(tmp: &Path, model: &Dlrm, tensors: &[(String, Vec<usize>)]) -> Res
     let mut bytes = Vec::with_capacity(4 << 12);
     for (name, _) in tensors {
         // One tensor at a time is copied out of the model, in chunks of 16 KiB of bytes.
-        for chunk in values(model, name).chunks(1 << 12) {
+        let values = model.tensor(name).expect("listed by `tensors`");
+        for chunk in values.chunks(1 << 12) {
             bytes.clear();
             bytes.extend(chunk.iter().flat_map(|x| x.to_le_bytes()));
             out.write_all(&bytes).map_err(io)?;
@@ -384,39 +253,6 @@ pub fn load(path: &Path) -> Result<Dlrm> {
     Ok(model)
 }
 
-/// The architecture fields that differ between two configurations, described.
-fn differences(a: &DlrmConfig, b: &DlrmConfig) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cmp = |what: &str, x: String, y: String| {
-        if x != y {
-            out.push(format!("{what}: checkpoint {x}, model {y}"));
-        }
-    };
-    cmp("arch-mlp-bot", list(&a.bottom_mlp), list(&b.bottom_mlp));
-    cmp("arch-mlp-top", list(&a.top_mlp), list(&b.top_mlp));
-    cmp(
-        "arch-embedding-size",
-        list(&a.table_rows),
-        list(&b.table_rows),
-    );
-    cmp(
-        "arch-sparse-feature-size",
-        a.embedding_dim.to_string(),
-        b.embedding_dim.to_string(),
-    );
-    cmp(
-        "arch-interaction-op",
-        a.interaction.name().into(),
-        b.interaction.name().into(),
-    );
-    cmp(
-        "arch-interaction-itself",
-        a.interaction_itself.to_string(),
-        b.interaction_itself.to_string(),
-    );
-    out
-}
-
 /// Load a checkpoint into an existing model of the same architecture (precision, learning
 /// rate and batch size may differ: tensors are f32 masters).
 ///
@@ -453,13 +289,10 @@ pub fn load_into(model: &mut Dlrm, path: &Path) -> Result<()> {
 /// Check every tensor, then copy them all in.
 fn restore(path: &Path, st: &SafeTensors<'_>, step: u64, model: &mut Dlrm) -> Result<()> {
     let mut wanted = model.tensor_list();
-    let tables = model.embeddings().tables().len();
-    let mut adagrad = Vec::new();
-    for t in 0..tables {
-        let name = format!("emb_l.{t}.adagrad_state");
+    for (table, t) in model.embeddings().tables().iter().enumerate() {
+        let name = TensorName::AdagradState { table }.to_string();
         if st.tensor(&name).is_ok() {
-            adagrad.push(t);
-            wanted.push((name, vec![model.embeddings().tables()[t].rows()]));
+            wanted.push((name, vec![t.rows()]));
         }
     }
     let mut values = Vec::with_capacity(wanted.len());
@@ -491,17 +324,7 @@ fn restore(path: &Path, st: &SafeTensors<'_>, step: u64, model: &mut Dlrm) -> Re
     }
     // Everything checked: now change the model.
     for ((name, _), v) in wanted.iter().zip(&values) {
-        match name.strip_suffix(".adagrad_state") {
-            Some(table) => {
-                let t: usize = table["emb_l.".len()..].parse().expect("built above");
-                model
-                    .embeddings_mut()
-                    .table_mut(t)
-                    .expect("t < tables")
-                    .set_adagrad_state(v)?;
-            }
-            None => model.set_tensor(name, v)?,
-        }
+        model.set_tensor(name, v)?;
     }
     model.set_steps(step);
     Ok(())

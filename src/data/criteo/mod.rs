@@ -25,8 +25,12 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
+mod source;
+
+pub use source::{CriteoData, CriteoFiles, CriteoOptions, DatasetKind, count_days};
+
+use crate::data::{MiniBatch, Split};
 use crate::error::{Error, Result};
-use crate::model::MiniBatch;
 
 /// Integer (dense) features per sample.
 pub const DENSE: usize = 13;
@@ -164,32 +168,6 @@ pub fn dense_transform(x: i32) -> f32 {
     (x.max(0) as f32).ln_1p()
 }
 
-/// Which part of a dataset.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Split {
-    /// Every day but the last.
-    Train,
-    /// First half of the last day.
-    Test,
-    /// Second half of the last day.
-    Validation,
-}
-
-impl Split {
-    /// `"train"`, `"test"` or `"val"`.
-    ///
-    /// ```
-    /// assert_eq!(dlrm_kernels::data::criteo::Split::Validation.name(), "val");
-    /// ```
-    pub fn name(self) -> &'static str {
-        match self {
-            Split::Train => "train",
-            Split::Test => "test",
-            Split::Validation => "val",
-        }
-    }
-}
-
 /// Which Criteo dataset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Dataset {
@@ -249,7 +227,8 @@ pub fn count_lines(path: &Path) -> Result<u64> {
 /// [`Error::Io`] if a file cannot be read (Kaggle's lines are counted).
 ///
 /// ```
-/// use dlrm_kernels::data::criteo::{split_parts, Dataset, Split};
+/// use dlrm_kernels::data::criteo::{split_parts, Dataset};
+/// use dlrm_kernels::data::Split;
 /// let parts = split_parts(Dataset::Terabyte { days: 3 }, std::path::Path::new("/d/day"), Split::Train)?;
 /// assert_eq!(parts.len(), 2);
 /// assert_eq!(parts[1].path, std::path::Path::new("/d/day_1"));
@@ -505,3 +484,14 @@ pub(crate) fn push_record(out: &mut MiniBatch, rec: &Record, max_ind_range: u32)
         out.indices[t].push(i64::from(c % max_ind_range));
     }
 }
+
+/// Category counts of the Criteo Kaggle dataset's 26 categorical features (the reference's
+/// `day_fea_count`): the table sizes of the `kaggle` preset.
+///
+/// ```
+/// assert_eq!(dlrm_kernels::data::criteo::KAGGLE_ROWS.len(), dlrm_kernels::data::criteo::SPARSE);
+/// ```
+pub const KAGGLE_ROWS: [usize; SPARSE] = [
+    1460, 583, 10131227, 2202608, 305, 24, 12517, 633, 3, 93145, 5683, 8351593, 3194, 27, 14992,
+    5461306, 10, 5652, 2173, 4, 7046547, 18, 15, 286181, 105, 142572,
+];
